@@ -1,0 +1,123 @@
+// brc::Object: the header every brc object starts with, and the per-type record it points to.
+//
+// The header is 24 bytes (CPython's free-threaded header is 32): no vtable is required, because
+// the type record carries the destructor, the name used in error reports and the layout.
+//
+//   byte  0       8          12         16                    20         24
+//         +-------+----------+----------+---------------------+----------+
+//         | type_ | owner_   | local_   | shared_             | flags_   |
+//         | ptr   | uint32   | uint32   | int32: count<<2|st  | uint32   |
+//         +-------+----------+----------+---------------------+----------+
+//
+// Invariants (protocol.md §1-§2):
+//  * true count = local_ + (shared_ >> 2)  (arithmetic shift; the shared count may be negative
+//    while unmerged: the owner took a reference that another thread dropped).
+//  * owner_ == 0  <=>  the object is unowned and its whole count lives in shared_ (state merged),
+//    or the object is immortal.
+//  * An owned object has local_ >= 1: the owner gives up ownership when its count reaches zero.
+//  * Immortal: local_ == kLocalImmortal, or the shared count is in the saturation band
+//    [kSharedSaturationMin, 2^29). Both are sticky: no decrement ever leaves them.
+#ifndef BRC_OBJECT_H_
+#define BRC_OBJECT_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "brc/detail/config.h"
+#include "brc/detail/thread_local.h"
+
+namespace brc {
+
+class Object;
+
+namespace detail {
+struct Rc;
+}  // namespace detail
+
+// One per object type, built at compile time by brc::Make<T> (see TypeInfoFor<T>).
+struct TypeInfo {
+  std::string_view name;  // for reports; see brc/detail/type_name.h
+  uint32_t size;          // sizeof the most-derived type
+  uint32_t align;         // alignof the most-derived type
+  // Runs the most-derived destructor and returns the start of the allocation.
+  void* (*destroy)(Object* ob) noexcept;
+};
+
+// States in the low two bits of the shared word.
+enum SharedState : int32_t {
+  kStateDefault = 0,    // owner may free with no atomic operation when its count reaches 0
+  kStateMaybeWeak = 1,  // may be reached by try-incref (a WeakRef exists): owner must CAS
+  kStateQueued = 2,     // queued to its owner for a merge; the queue entry holds one reference
+  kStateMerged = 3,     // unowned: the whole count is in the shared word
+};
+
+inline constexpr int32_t kSharedShift = 2;
+inline constexpr int32_t kStateMask = 3;
+inline constexpr int32_t kSharedOne = 1 << kSharedShift;
+// The shared count has 30 bits: [-2^29, 2^29). Counts at or above kSharedSaturationMin are
+// saturated (immortal); whoever sees one re-stores kSharedSaturated, the middle of the band, so
+// 2^27 racing increments would be needed to leave it. A non-owner decrement that would go
+// below kSharedNegativeLimit saturates the object too (leak, never wrap).
+inline constexpr int32_t kSharedSaturationMin = 1 << 28;
+inline constexpr int32_t kSharedSaturated = 3 << 27;
+inline constexpr int32_t kSharedNegativeLimit = -(1 << 28);
+// The local count saturates at its maximum, which marks the object immortal.
+inline constexpr uint32_t kLocalImmortal = UINT32_MAX;
+
+// Bits of Object::flags_.
+enum ObjectFlag : uint32_t {
+  kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
+  kFlagFreed = 1u << 1,        // BRC_DEBUG: the object was freed and sits in the quarantine
+};
+
+// The base of every brc object. Derive from it and create instances with brc::Make<T>; never
+// construct one on the stack or with `new`. Destruction goes through the type record, so the
+// destructor need not be virtual, and a Ref<Base> holding a Derived destroys a Derived.
+class Object {
+ public:
+  Object(const Object&) = delete;
+  Object& operator=(const Object&) = delete;
+
+  // The type record, or nullptr while the object is still under construction.
+  const TypeInfo* type_info() const noexcept { return type_; }
+  std::string_view type_name() const noexcept {
+    return type_ != nullptr ? type_->name : std::string_view("<under construction>");
+  }
+
+ protected:
+  // The creating thread owns the object and holds its first reference (adopted by Make, which
+  // has checked that the thread is attached). Nothing is shared yet, so relaxed is enough.
+  Object() noexcept
+      : owner_(detail::tls_tid), local_(1), shared_(0), flags_(0) {}
+  ~Object() = default;
+
+ private:
+  friend struct detail::Rc;
+
+  // Written once by brc::Make before the object is published.
+  const TypeInfo* type_ = nullptr;
+  // Owner thread id, 0 when unowned. Written by the owner when it gives up ownership, by a
+  // thread merging on behalf of a dead or blocked owner while holding that owner's queue lock,
+  // and read by every thread (relaxed: a stale value can only send a thread to the atomic path).
+  std::atomic<uint32_t> owner_;
+  // Local count. Written only by the owner (or by a merger under the owner's queue lock);
+  // relaxed loads and stores, never a read-modify-write.
+  std::atomic<uint32_t> local_;
+  // Shared word: (count << 2) | state. Any thread, atomic read-modify-write.
+  std::atomic<int32_t> shared_;
+  // ObjectFlag bits. Any thread, atomic fetch_or.
+  std::atomic<uint32_t> flags_;
+};
+
+static_assert(sizeof(void*) == 8, "brc's header layout assumes a 64-bit target");
+static_assert(sizeof(Object) == 24, "the object header must stay at 24 bytes");
+static_assert(alignof(Object) == 8);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<int32_t>::is_always_lock_free);
+static_assert(kSharedSaturated > kSharedSaturationMin && kSharedSaturated < (1 << 29));
+
+}  // namespace brc
+
+#endif  // BRC_OBJECT_H_

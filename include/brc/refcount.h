@@ -1,0 +1,146 @@
+// Biased reference counting: the inline fast paths and the public counting API.
+//
+// Owner thread: a relaxed load and a relaxed store of the local half. No read-modify-write
+// instruction, no fence. One unsigned comparison sends every edge case (the count reaching 0,
+// saturation, immortality, a count already at zero) to an out-of-line slow path.
+// Other threads: one atomic add (increment) or one CAS (decrement) on the shared word.
+//
+// Every function here requires the calling thread to be attached (brc::ThreadScope). A count
+// operation from a thread that is not attached, or from inside a BlockingScope, is a fatal
+// error naming the object's type.
+#ifndef BRC_REFCOUNT_H_
+#define BRC_REFCOUNT_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "brc/detail/config.h"
+#include "brc/detail/thread_local.h"
+#include "brc/object.h"
+#include "brc/stats.h"
+
+namespace brc {
+namespace detail {
+
+// Report a misuse of `ob` (type name, address, the rule broken) and abort. Never allocates.
+[[noreturn]] void ReportMisuse(const Object* ob, const char* rule) noexcept;
+
+struct Rc {
+  static void SetType(Object* ob, const TypeInfo* type) noexcept { ob->type_ = type; }
+
+  static BRC_ALWAYS_INLINE void CheckNotFreed(const Object* ob) noexcept {
+#ifdef BRC_DEBUG
+    // Relaxed: the flag was written by the freeing thread; a thread still using the object has
+    // no ordering with that free anyway, which is exactly the bug being reported.
+    if (BRC_UNLIKELY(ob->flags_.load(std::memory_order_relaxed) & kFlagFreed)) {
+      ReportMisuse(ob, "use after free: reference count operation on a freed object");
+    }
+#else
+    (void)ob;
+#endif
+  }
+
+  static BRC_ALWAYS_INLINE void IncRef(Object* ob) noexcept {
+    CheckNotFreed(ob);
+    // Relaxed loads: local_ is written only by this thread if it is the owner; owner_ can change
+    // only from this thread's id to 0 (never to this id), so a stale value is harmless.
+    uint32_t local = ob->local_.load(std::memory_order_relaxed);
+    if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
+      // local in [1, kLocalImmortal-2]: the sum stays below saturation. 0, kLocalImmortal-1 and
+      // kLocalImmortal wrap to the top of the unsigned range and go to the slow path.
+      if (BRC_LIKELY(local - 1u < kLocalImmortal - 2u)) {
+        ob->local_.store(local + 1, std::memory_order_relaxed);
+        BRC_STAT_INC(local_increfs);
+        return;
+      }
+    } else if (BRC_LIKELY(local != kLocalImmortal && tls_tid != kNotAttached)) {
+      // Relaxed: the caller already holds a reference, so no other memory needs ordering.
+      int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
+      BRC_STAT_INC(shared_increfs);
+      // Saturation band reached, or the count was exactly "zero, merged" (object being freed).
+      if (BRC_UNLIKELY(old >= ((kSharedSaturationMin - 1) << kSharedShift) || old == kStateMerged)) {
+        SharedIncRefEdge(ob, old);
+      }
+      return;
+    }
+    IncRefSlow(ob);
+  }
+
+  static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
+    CheckNotFreed(ob);
+    uint32_t local = ob->local_.load(std::memory_order_relaxed);
+    if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
+      // local in [2, kLocalImmortal-1]: stays >= 1. 1 (merge), 0 (misuse) and kLocalImmortal
+      // (immortal) go to the slow path.
+      if (BRC_LIKELY(local - 2u < kLocalImmortal - 2u)) {
+        ob->local_.store(local - 1, std::memory_order_relaxed);
+        BRC_STAT_INC(local_decrefs);
+        return;
+      }
+    } else if (BRC_LIKELY(local != kLocalImmortal && tls_tid != kNotAttached)) {
+      int32_t old = ob->shared_.load(std::memory_order_relaxed);
+      // Common case: shared count in [1, saturation). Subtract with one CAS. Release publishes
+      // this thread's writes to the object to whoever frees it; acquire makes the others'
+      // writes visible here in case this decrement frees it.
+      if (BRC_LIKELY(old >= kSharedOne && old < (kSharedSaturationMin << kSharedShift)) &&
+          ob->shared_.compare_exchange_strong(old, old - kSharedOne, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed)) {
+        BRC_STAT_INC(shared_decrefs);
+        if (BRC_UNLIKELY(old - kSharedOne == kStateMerged)) Dealloc(ob);
+        return;
+      }
+      SharedDecRef(ob);
+      return;
+    }
+    DecRefSlow(ob);
+  }
+
+  // Slow paths, lib/refcount.cc.
+  static BRC_NOINLINE void IncRefSlow(Object* ob) noexcept;
+  static BRC_NOINLINE void DecRefSlow(Object* ob) noexcept;
+  static BRC_NOINLINE void SharedIncRefEdge(Object* ob, int32_t old) noexcept;
+  static BRC_NOINLINE void SharedDecRef(Object* ob) noexcept;
+  static void MergeZeroLocal(Object* ob) noexcept;
+  // Merge the halves, adding `extra` to the total; the object becomes unowned. The caller is the
+  // owner, holds the owner's queue lock while the owner is exited or blocked, or runs with the
+  // world stopped. Returns true when the total reached zero: the caller must Dealloc.
+  static bool ExplicitMerge(Object* ob, int32_t extra) noexcept;
+  static bool TryIncRef(Object* ob) noexcept;
+  static void SetMaybeWeak(Object* ob) noexcept;
+  static void Saturate(Object* ob) noexcept;
+  static void Dealloc(Object* ob) noexcept;
+  static bool IsImmortal(const Object* ob) noexcept;
+  static int64_t RefCount(const Object* ob) noexcept;
+
+  // Raw access for brc/testing.h and the weak-reference table.
+  static std::atomic<uint32_t>& owner(Object* ob) { return ob->owner_; }
+  static std::atomic<uint32_t>& local(Object* ob) { return ob->local_; }
+  static std::atomic<int32_t>& shared(Object* ob) { return ob->shared_; }
+  static std::atomic<uint32_t>& flags(Object* ob) { return ob->flags_; }
+  static const std::atomic<uint32_t>& owner(const Object* ob) { return ob->owner_; }
+  static const std::atomic<uint32_t>& local(const Object* ob) { return ob->local_; }
+  static const std::atomic<int32_t>& shared(const Object* ob) { return ob->shared_; }
+  static const std::atomic<uint32_t>& flags(const Object* ob) { return ob->flags_; }
+  static void CheckLayout();
+};
+
+}  // namespace detail
+
+// Take a strong reference. `ob` must be alive (the caller holds or borrows a reference).
+BRC_ALWAYS_INLINE void IncRef(Object* ob) noexcept { detail::Rc::IncRef(ob); }
+// Drop a strong reference; frees the object when it was the last one.
+BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept { detail::Rc::DecRef(ob); }
+
+// Make `ob` immortal: it is never freed and counting on it becomes a no-op. Any thread.
+void MakeImmortal(Object* ob) noexcept;
+bool IsImmortal(const Object* ob) noexcept;
+
+// The current reference count, for diagnostics (like Python's sys.getrefcount). Exact when
+// called by the owner with no concurrent non-owner activity; otherwise a racy snapshot.
+// Immortal objects report kImmortalRefCount.
+inline constexpr int64_t kImmortalRefCount = INT64_MAX;
+int64_t GetRefCount(const Object* ob) noexcept;
+
+}  // namespace brc
+
+#endif  // BRC_REFCOUNT_H_

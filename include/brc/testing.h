@@ -1,0 +1,40 @@
+// Test-only access to internals: reading and forcing the two count halves, and looking into
+// merge queues. Not for production code; the functions check their preconditions and abort on
+// misuse like the rest of brc.
+#ifndef BRC_TESTING_H_
+#define BRC_TESTING_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "brc/object.h"
+
+namespace brc::testing {
+
+struct Counts {
+  uint32_t owner;        // owner thread id, 0 when unowned
+  uint32_t local;        // local half
+  int32_t shared_count;  // shared half, count part (may be negative while unmerged)
+  SharedState state;     // shared half, state bits
+  uint32_t flags;        // ObjectFlag bits
+};
+
+// Relaxed snapshot of the header.
+Counts GetCounts(const Object* ob) noexcept;
+
+// Overwrite both halves, e.g. to put a count near the saturation limit without performing 2^32
+// operations. The owner stays as it is. No other thread may touch the object concurrently, and
+// the owner must not be running (it is the caller, or it has exited). `shared_count` must fit
+// in 30 signed bits.
+void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, SharedState state);
+
+// Destroys and frees an immortal object, which brc otherwise never frees, so that leak checkers
+// stay quiet in tests. Nothing may use the object afterwards.
+void FreeImmortalForTesting(Object* ob);
+
+// Objects currently waiting in the merge queue of thread `tid`.
+std::size_t QueuedObjectsForTesting(uint32_t tid);
+
+}  // namespace brc::testing
+
+#endif  // BRC_TESTING_H_

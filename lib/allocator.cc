@@ -1,0 +1,110 @@
+// Object memory: the built-in allocators and the process-wide choice between them.
+//
+// g_allocator is read on every allocation and free (acquire load: pairs with the release in
+// SetAllocator, so a new allocator's own state is visible before it is used) and written only
+// by SetAllocator, at start-up, when no object is alive.
+#include <tbb/scalable_allocator.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include "allocator_internal.h"
+#include "brc/stats.h"
+#include "thread_state.h"
+
+namespace brc {
+namespace {
+
+constexpr std::size_t kMallocAlign = alignof(std::max_align_t);
+
+class MallocAllocatorImpl final : public Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    if (align <= kMallocAlign) return std::malloc(size);
+    return std::aligned_alloc(align, (size + align - 1) / align * align);
+  }
+  void Deallocate(void* p, std::size_t, std::size_t) noexcept override { std::free(p); }
+  std::string_view Name() const noexcept override { return "malloc"; }
+};
+
+class ScalableAllocatorImpl final : public Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    if (align <= kMallocAlign) return scalable_malloc(size);
+    return scalable_aligned_malloc(size, align);
+  }
+  void Deallocate(void* p, std::size_t, std::size_t align) noexcept override {
+    if (align <= kMallocAlign) {
+      scalable_free(p);
+    } else {
+      scalable_aligned_free(p);
+    }
+  }
+  std::string_view Name() const noexcept override { return "tbbmalloc"; }
+};
+
+// nullptr until SetAllocator: then the default. Constant-initialised, so usable from other
+// translation units' static initialisers.
+constinit std::atomic<Allocator*> g_current{nullptr};
+
+}  // namespace
+
+// Never destroyed: objects may still be freed during static destruction.
+Allocator& MallocAllocator() noexcept {
+  static Allocator* const allocator = new MallocAllocatorImpl();
+  return *allocator;
+}
+
+Allocator& ScalableAllocator() noexcept {
+  static Allocator* const allocator = new ScalableAllocatorImpl();
+  return *allocator;
+}
+
+Allocator& DefaultAllocator() noexcept {
+#if defined(BRC_DEFAULT_ALLOCATOR_TBB) && !defined(BRC_SANITIZED)
+  return ScalableAllocator();
+#else
+  return MallocAllocator();
+#endif
+}
+
+absl::Status SetAllocator(Allocator* allocator) {
+  if (allocator == nullptr) return absl::InvalidArgumentError("SetAllocator: allocator is null");
+  int64_t live = detail::SumStats().live_objects();
+  if (live != 0) {
+    return absl::FailedPreconditionError(
+        "SetAllocator: " + std::to_string(live) +
+        " objects are alive; each must be freed by the allocator that made it, so switch "
+        "allocators only when none is alive (at start-up)");
+  }
+  g_current.store(allocator, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+Allocator& GetAllocator() noexcept {
+  Allocator* a = g_current.load(std::memory_order_acquire);
+  return a != nullptr ? *a : DefaultAllocator();
+}
+
+namespace detail {
+
+void* AllocateObject(std::size_t size, std::size_t align) {
+  void* p = GetAllocator().Allocate(size, align);
+  if (p == nullptr) throw std::bad_alloc();
+  BRC_STAT_INC(allocations);
+  return p;
+}
+
+void FreeObjectStorage(void* p, std::size_t size, std::size_t align) noexcept {
+  BRC_STAT_INC(frees);
+  ReleaseObjectStorage(p, size, align);
+}
+
+void ReleaseObjectStorage(void* mem, std::size_t size, std::size_t align) noexcept {
+  GetAllocator().Deallocate(mem, size, align);
+}
+
+}  // namespace detail
+}  // namespace brc

@@ -1,0 +1,59 @@
+// BRC_DEBUG: the quarantine that turns a use after free into a report naming the type.
+//
+// Any thread that frees an object runs Quarantine; the ring is guarded by one mutex (debug
+// builds only, so the cost is acceptable). Objects leave the quarantine oldest first, and
+// only then is a use after free no longer detectable: the README states the window.
+#include "debug.h"
+
+#include <array>
+#include <cstring>
+
+#include "brc/allocator.h"
+#include "brc/refcount.h"
+#include "mutex.h"
+
+namespace brc::detail {
+namespace {
+
+struct Entry {
+  void* mem = nullptr;
+  const TypeInfo* type = nullptr;
+  Allocator* allocator = nullptr;
+};
+
+struct QuarantineRing {
+  Mutex mu;
+  std::array<Entry, kQuarantineCapacity> ring ABSL_GUARDED_BY(mu);
+  std::size_t next ABSL_GUARDED_BY(mu) = 0;
+};
+
+QuarantineRing& Ring() {
+  static QuarantineRing* q = new QuarantineRing();  // never destroyed; reachable, not leaked
+  return *q;
+}
+
+}  // namespace
+
+void Quarantine(Object* ob, void* mem, const TypeInfo* type) noexcept {
+  std::memset(mem, 0xDB, type->size);
+  // The tombstone. The object is dead and this thread is the only one entitled to its memory,
+  // so relaxed stores suffice; readers are by definition racing with the free.
+  Rc::SetType(ob, type);
+  Rc::owner(ob).store(kNoOwner, std::memory_order_relaxed);
+  Rc::local(ob).store(0, std::memory_order_relaxed);
+  Rc::shared(ob).store(kStateMerged, std::memory_order_relaxed);
+  Rc::flags(ob).store(kFlagFreed, std::memory_order_relaxed);
+  Entry evicted;
+  {
+    QuarantineRing& q = Ring();
+    MutexLock lock(&q.mu);
+    evicted = q.ring[q.next];
+    q.ring[q.next] = Entry{mem, type, &GetAllocator()};
+    q.next = (q.next + 1) % kQuarantineCapacity;
+  }
+  if (evicted.mem != nullptr) {
+    evicted.allocator->Deallocate(evicted.mem, evicted.type->size, evicted.type->align);
+  }
+}
+
+}  // namespace brc::detail

@@ -1,0 +1,148 @@
+// The merge queue, and the thread lifecycle built on it: attach, safepoints, blocking regions
+// and exit. Layer: refcount (it merges counts) on top of lib/thread_state.
+//
+// Who runs what:
+//  * QueueToOwner: any attached thread whose decrement would take a shared count below zero.
+//  * DrainQueue: only the owner, at Safepoint(), on entering a BlockingScope and at detach.
+//
+// Invariants kept here:
+//  * An entry in a queue holds exactly one reference (the decrement that was not applied).
+//  * A thread only queues to a kAttached owner. For a kExited or kBlocked owner it merges
+//    itself, holding the owner's mu, so an owner that attaches or unblocks (it takes mu to
+//    change status) sees the merged header: owner_ = 0 and local_ = 0.
+//  * Destructors never run under a queue lock: they may decrement, and so queue, again.
+//  * A thread leaves kAttached (to kBlocked or kExited) only with an empty queue, checked
+//    under mu in the same critical section as the status change.
+#include "merge_queue.h"
+
+#include <utility>
+#include <vector>
+
+#include "brc/detail/thread_local.h"
+#include "brc/refcount.h"
+#include "brc/stats.h"
+#include "brc/thread.h"
+
+namespace brc::detail {
+
+void QueueToOwner(Object* ob) noexcept {
+  // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
+  // (its local count is >= 1 until the entry is merged), so owner_ is stable here.
+  uint32_t owner = Rc::owner(ob).load(std::memory_order_relaxed);
+  BRC_CHECK(owner != kNoOwner, "queued object has no owner");
+  ThreadState* ts = LookupThread(owner);
+  bool free_now;
+  {
+    MutexLock lock(&ts->mu);
+    if (ts->status == ThreadStatus::kAttached) {
+      ts->queue.push_back(ob);
+      // Relaxed: the owner reads the queue under mu; the bit only tells it to look.
+      ts->pending.fetch_or(kPendingMerge, std::memory_order_relaxed);
+      BRC_STAT_INC(queued);
+      return;
+    }
+    free_now = Rc::ExplicitMerge(ob, -1);
+    BRC_STAT_INC(merges_for_owner);
+  }
+  if (free_now) Rc::Dealloc(ob);
+}
+
+void DrainQueue(ThreadState* ts) noexcept {
+  std::vector<Object*> batch;
+  for (;;) {
+    {
+      MutexLock lock(&ts->mu);
+      if (ts->queue.empty()) {
+        ts->pending.store(0, std::memory_order_relaxed);  // relaxed: see QueueToOwner
+        return;
+      }
+      batch.swap(ts->queue);
+      ts->pending.store(0, std::memory_order_relaxed);
+    }
+    for (Object* ob : batch) {
+      if (Rc::ExplicitMerge(ob, -1)) Rc::Dealloc(ob);
+    }
+    batch.clear();  // keeps the capacity; swapped back into the queue next round
+  }
+}
+
+void SafepointSlow() noexcept {
+  if (t_state != nullptr) DrainQueue(t_state);
+}
+
+namespace {
+
+// Drains until the queue is empty and, in the same critical section, moves to `next`.
+void DrainAndLeaveAttached(ThreadState* ts, ThreadStatus next) {
+  for (;;) {
+    DrainQueue(ts);
+    MutexLock lock(&ts->mu);
+    if (ts->queue.empty()) {
+      ts->status = next;
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+}  // namespace brc::detail
+
+namespace brc {
+
+using detail::t_state;
+using detail::ThreadState;
+using detail::ThreadStatus;
+
+void AttachCurrentThread() {
+  if (t_state != nullptr) {
+    BRC_CHECK(t_state->blocking_depth == 0, "AttachCurrentThread inside a BlockingScope");
+    ++t_state->attach_depth;
+    return;
+  }
+  ThreadState* ts = detail::RegisterCurrentThread();
+  ts->attach_depth = 1;
+  t_state = ts;
+  detail::tls_pending = &ts->pending;
+  detail::tls_tid = ts->tid;
+}
+
+void DetachCurrentThread() {
+  ThreadState* ts = t_state;
+  BRC_CHECK(ts != nullptr, "DetachCurrentThread on a thread that is not attached");
+  BRC_CHECK(ts->blocking_depth == 0, "DetachCurrentThread inside a BlockingScope");
+  if (--ts->attach_depth > 0) return;
+  detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
+  // From here on this thread does no count work (protocol.md §3).
+  detail::tls_tid = detail::kNotAttached;
+  detail::tls_pending = nullptr;
+  t_state = nullptr;
+  detail::UnregisterCurrentThread(ts);
+}
+
+bool IsAttached() noexcept { return t_state != nullptr; }
+
+uint32_t CurrentThreadId() noexcept { return t_state != nullptr ? t_state->tid : 0; }
+
+BlockingScope::BlockingScope() : active_(t_state != nullptr) {
+  if (!active_) return;
+  ThreadState* ts = t_state;
+  if (ts->blocking_depth++ > 0) return;
+  detail::DrainAndLeaveAttached(ts, ThreadStatus::kBlocked);
+  // Any count operation in the scope now fails the owner check and is reported.
+  detail::tls_tid = detail::kNotAttached;
+}
+
+BlockingScope::~BlockingScope() {
+  if (!active_) return;
+  ThreadState* ts = t_state;
+  if (--ts->blocking_depth > 0) return;
+  {
+    // Taking mu orders this thread after every merge done on its behalf while it was blocked.
+    detail::MutexLock lock(&ts->mu);
+    ts->status = ThreadStatus::kAttached;
+  }
+  detail::tls_tid = ts->tid;
+}
+
+}  // namespace brc

@@ -1,0 +1,22 @@
+// The merge queue (protocol.md §3): how an object whose shared count would go below zero
+// reaches its owner. Internal to lib/.
+#ifndef BRC_LIB_MERGE_QUEUE_H_
+#define BRC_LIB_MERGE_QUEUE_H_
+
+#include "brc/object.h"
+#include "thread_state.h"
+
+namespace brc::detail {
+
+// `ob` was just put in the queued state by the caller, which hands its reference to the queue
+// entry. Queues it to its owner, or, if the owner has exited or is blocked, merges it at once
+// on the owner's behalf (and frees it if that was the last reference).
+void QueueToOwner(Object* ob) noexcept;
+
+// The owner side: takes everything queued to `ts` (the caller's own state) and merges it,
+// freeing what reaches zero. Destructors run without the queue lock held.
+void DrainQueue(ThreadState* ts) noexcept;
+
+}  // namespace brc::detail
+
+#endif  // BRC_LIB_MERGE_QUEUE_H_

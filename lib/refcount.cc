@@ -1,0 +1,321 @@
+// The refcount slow paths: every transition of protocol.md §2 that the inline fast paths in
+// brc/refcount.h send here, plus freeing.
+//
+// Which threads run what:
+//  * IncRefSlow / DecRefSlow: any thread, after the fast path declined. They sort out misuse
+//    (not attached, count already zero), immortality, local saturation and the owner's count
+//    reaching zero.
+//  * SharedIncRefEdge / SharedDecRef: non-owners, on the shared word only.
+//  * ExplicitMerge: the owner (queue drain), or a thread holding an exited/blocked owner's
+//    queue lock (see lib/merge_queue.cc).
+//
+// Invariants (see also brc/object.h):
+//  * owner_ and local_ are written as 0 *before* the CAS that publishes kStateMerged, so a
+//    thread that sees merged never sees a stale owner (CPython gh-119999, gh-121794).
+//  * The owner reads the shared word with acquire when its count reaches zero: other threads'
+//    releasing decrements happen-before a free here (gh-117657).
+//  * Saturation is sticky: no path subtracts from a count in the saturation band, and every
+//    increment that lands in it re-centres it.
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "brc/detail/thread_local.h"
+#include "brc/refcount.h"
+#include "brc/stats.h"
+#include "brc/testing.h"
+#include "allocator_internal.h"
+#include "debug.h"
+#include "merge_queue.h"
+#include "thread_state.h"
+#include "weak_table.h"
+
+namespace brc::detail {
+namespace {
+
+constexpr int32_t CountOf(int32_t word) { return word >> kSharedShift; }
+constexpr int32_t StateOf(int32_t word) { return word & kStateMask; }
+constexpr int32_t Word(int32_t count, int32_t state) {
+  return static_cast<int32_t>(static_cast<uint32_t>(count) << kSharedShift) | state;
+}
+constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturationMin; }
+
+[[noreturn]] void ReportNotAttached(const Object* ob) {
+  if (t_state != nullptr) {
+    ReportMisuse(ob, "reference count operation inside a brc::BlockingScope (a blocked thread "
+                     "must not touch objects)");
+  }
+  ReportMisuse(ob, "reference count operation on a thread that is not attached (create a "
+                   "brc::ThreadScope first)");
+}
+
+// Frees of objects whose destructors are already running on this thread are deferred to the
+// outermost Dealloc, so dropping a long chain (a million-node list) uses constant stack.
+constexpr int kMaxDeallocDepth = 64;
+thread_local int t_dealloc_depth = 0;
+thread_local std::vector<Object*> t_deferred;
+
+void DestroyAndFree(Object* ob) noexcept {
+  // Relaxed: the last decrement (acquire) already ordered every writer before this point.
+  if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) ClearWeakSlotOf(ob);
+  const TypeInfo* type = ob->type_info();
+  BRC_CHECK(type != nullptr, "freeing an object that brc::Make did not finish creating");
+  void* mem = type->destroy(ob);
+  BRC_STAT_INC(frees);
+#ifdef BRC_DEBUG
+  Quarantine(ob, mem, type);  // poisons the header and keeps the memory for a while
+#else
+  ReleaseObjectStorage(mem, type->size, type->align);
+#endif
+}
+
+}  // namespace
+
+void Rc::IncRefSlow(Object* ob) noexcept {
+  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  if (tls_tid == kNotAttached) ReportNotAttached(ob);
+  if (local == kLocalImmortal) return;
+  if (ob->owner_.load(std::memory_order_relaxed) != tls_tid) {
+    // Reached only from the inline path's owner branch; re-route to the shared word.
+    int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
+    BRC_STAT_INC(shared_increfs);
+    SharedIncRefEdge(ob, old);
+    return;
+  }
+  if (local == 0) {
+    ReportMisuse(ob, "increment of an object whose reference count is zero (use after free)");
+  }
+  // local == kLocalImmortal - 1: one more would overflow. Saturate: the object is immortal.
+  ob->local_.store(kLocalImmortal, std::memory_order_relaxed);
+  BRC_STAT_INC(local_increfs);
+  BRC_STAT_INC(saturated);
+}
+
+void Rc::SharedIncRefEdge(Object* ob, int32_t old) noexcept {
+  if (old == kStateMerged) {
+    ReportMisuse(ob, "increment of an object whose reference count is zero (use after free)");
+  }
+  if (InSaturationBand(CountOf(old) + 1)) {
+    if (!InSaturationBand(CountOf(old))) BRC_STAT_INC(saturated);
+    Saturate(ob);
+  }
+}
+
+void Rc::Saturate(Object* ob) noexcept {
+  // Re-centre the count in the band, keeping the state bits. Relaxed: an immortal object is
+  // never freed, so no ordering depends on this write.
+  int32_t cur = ob->shared_.load(std::memory_order_relaxed);
+  while (CountOf(cur) != kSharedSaturated &&
+         !ob->shared_.compare_exchange_weak(cur, Word(kSharedSaturated, StateOf(cur)),
+                                            std::memory_order_relaxed,
+                                            std::memory_order_relaxed)) {
+  }
+}
+
+void Rc::DecRefSlow(Object* ob) noexcept {
+  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  if (tls_tid == kNotAttached) ReportNotAttached(ob);
+  if (local == kLocalImmortal) return;
+  if (ob->owner_.load(std::memory_order_relaxed) != tls_tid) {
+    SharedDecRef(ob);
+    return;
+  }
+  if (local == 0) {
+    ReportMisuse(ob, "negative reference count: decrement of an object whose count is already "
+                     "zero (more releases than references, or use after free)");
+  }
+  // local == 1: the owner's half reaches zero.
+  ob->local_.store(0, std::memory_order_relaxed);
+  BRC_STAT_INC(local_decrefs);
+  MergeZeroLocal(ob);
+}
+
+void Rc::MergeZeroLocal(Object* ob) noexcept {
+  // Acquire pairs with the acq_rel decrements and queue CASes of other threads: their writes to
+  // the object happen-before a free here.
+  int32_t shared = ob->shared_.load(std::memory_order_acquire);
+  if (shared == 0) {
+    // No other thread ever took a reference, no weak reference, nothing queued: free with no
+    // atomic read-modify-write at all.
+    Dealloc(ob);
+    return;
+  }
+  // Give up ownership before publishing merged (gh-119999), and only on this path, so that
+  // owner_ == 0 always implies merged (gh-121794). Ordered before the CAS by its release.
+  ob->owner_.store(kNoOwner, std::memory_order_relaxed);
+  int32_t desired;
+  do {
+    int32_t count = CountOf(shared);
+    // A queued entry still holds one reference that the count does not show yet.
+    int32_t pending = StateOf(shared) == kStateQueued ? 1 : 0;
+    if (InSaturationBand(count)) {
+      desired = Word(kSharedSaturated, kStateMerged);
+    } else if (count - pending < 0) {
+      ReportMisuse(ob, "negative reference count: the owner released its last reference while "
+                       "other threads had released more than they took");
+    } else {
+      desired = Word(count, kStateMerged);
+    }
+  } while (!ob->shared_.compare_exchange_weak(shared, desired, std::memory_order_acq_rel,
+                                              std::memory_order_acquire));
+  BRC_STAT_INC(merges);
+  if (desired == kStateMerged) Dealloc(ob);
+}
+
+void Rc::SharedDecRef(Object* ob) noexcept {
+  int32_t old = ob->shared_.load(std::memory_order_relaxed);
+  for (;;) {
+    int32_t count = CountOf(old);
+    int32_t state = StateOf(old);
+    if (InSaturationBand(count)) return;  // immortal: never decremented
+    if (count == 0 && (state == kStateDefault || state == kStateMaybeWeak)) {
+      // The owner still holds the rest in its local half. Do not subtract: mark queued and hand
+      // this reference to the queue entry. Release: this thread's writes to the object reach
+      // the owner, which may free it.
+      if (ob->shared_.compare_exchange_weak(old, Word(0, kStateQueued), std::memory_order_acq_rel,
+                                            std::memory_order_relaxed)) {
+        BRC_STAT_INC(shared_decrefs);
+        QueueToOwner(ob);
+        return;
+      }
+      continue;
+    }
+    if (state == kStateMerged && count <= 0) {
+      ReportMisuse(ob, "negative reference count: decrement of an object whose count is already "
+                       "zero (more releases than references, or use after free)");
+    }
+    if (count <= kSharedNegativeLimit) {
+      // Would leave the 30-bit range: leak rather than wrap.
+      BRC_STAT_INC(saturated);
+      Saturate(ob);
+      return;
+    }
+    int32_t desired = old - kSharedOne;
+    if (ob->shared_.compare_exchange_weak(old, desired, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed)) {
+      BRC_STAT_INC(shared_decrefs);
+      if (desired == kStateMerged) Dealloc(ob);
+      return;
+    }
+  }
+}
+
+bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
+  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  if (local == kLocalImmortal) return false;
+  // Zero the owner's half and give up ownership before the CAS publishes merged (gh-119999).
+  ob->local_.store(0, std::memory_order_relaxed);
+  ob->owner_.store(kNoOwner, std::memory_order_relaxed);
+  int32_t shared = ob->shared_.load(std::memory_order_relaxed);
+  int32_t desired;
+  do {
+    int64_t total = int64_t{CountOf(shared)} + local + extra;
+    if (InSaturationBand(CountOf(shared)) || total >= kSharedSaturationMin) {
+      desired = Word(kSharedSaturated, kStateMerged);
+    } else if (total < 0) {
+      ReportMisuse(ob, "negative reference count found while merging the local and shared "
+                       "counts (more releases than references)");
+    } else {
+      desired = Word(static_cast<int32_t>(total), kStateMerged);
+    }
+  } while (!ob->shared_.compare_exchange_weak(shared, desired, std::memory_order_acq_rel,
+                                              std::memory_order_relaxed));
+  BRC_STAT_INC(merges);
+  return desired == kStateMerged;
+}
+
+bool Rc::TryIncRef(Object* ob) noexcept {
+  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  if (tls_tid == kNotAttached) ReportNotAttached(ob);
+  if (local == kLocalImmortal) return true;
+  if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
+    // Owned by this thread, so local >= 1 and nobody else can free it: a plain increment.
+    IncRef(ob);
+    return true;
+  }
+  int32_t shared = ob->shared_.load(std::memory_order_relaxed);
+  for (;;) {
+    // 0: default state, the owner may free it without atomics (not maybe-weak: refuse).
+    // kStateMerged: count zero and unowned, it is being freed.
+    if (shared == 0 || shared == kStateMerged) return false;
+    if (InSaturationBand(CountOf(shared))) return true;
+    // Acquire pairs with the release of whoever published the object's current contents.
+    if (ob->shared_.compare_exchange_weak(shared, shared + kSharedOne, std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+      BRC_STAT_INC(shared_increfs);
+      return true;
+    }
+  }
+}
+
+void Rc::SetMaybeWeak(Object* ob) noexcept {
+  int32_t shared = ob->shared_.load(std::memory_order_relaxed);
+  // Only the default state changes: queued and merged already force the owner onto the atomic
+  // path. Relaxed: the caller holds a reference, and the weak table's lock publishes the slot.
+  while (StateOf(shared) == kStateDefault &&
+         !ob->shared_.compare_exchange_weak(shared, shared | kStateMaybeWeak,
+                                            std::memory_order_relaxed,
+                                            std::memory_order_relaxed)) {
+  }
+}
+
+void Rc::Dealloc(Object* ob) noexcept {
+  if (t_dealloc_depth >= kMaxDeallocDepth) {
+    t_deferred.push_back(ob);
+    return;
+  }
+  ++t_dealloc_depth;
+  DestroyAndFree(ob);
+  if (t_dealloc_depth == 1) {
+    while (!t_deferred.empty()) {
+      Object* next = t_deferred.back();
+      t_deferred.pop_back();
+      DestroyAndFree(next);
+    }
+  }
+  --t_dealloc_depth;
+}
+
+bool Rc::IsImmortal(const Object* ob) noexcept {
+  return ob->local_.load(std::memory_order_relaxed) == kLocalImmortal ||
+         InSaturationBand(CountOf(ob->shared_.load(std::memory_order_relaxed)));
+}
+
+int64_t Rc::RefCount(const Object* ob) noexcept {
+  if (IsImmortal(ob)) return kImmortalRefCount;
+  int32_t shared = ob->shared_.load(std::memory_order_relaxed);
+  int64_t pending = StateOf(shared) == kStateQueued ? 1 : 0;
+  return int64_t{ob->local_.load(std::memory_order_relaxed)} + CountOf(shared) - pending;
+}
+
+void Rc::CheckLayout() {
+  static_assert(offsetof(Object, type_) == 0);
+  static_assert(offsetof(Object, owner_) == 8);
+  static_assert(offsetof(Object, local_) == 12);
+  static_assert(offsetof(Object, shared_) == 16);
+  static_assert(offsetof(Object, flags_) == 20);
+}
+
+}  // namespace brc::detail
+
+namespace brc {
+
+void MakeImmortal(Object* ob) noexcept {
+  detail::Rc::CheckNotFreed(ob);
+  if (detail::Rc::IsImmortal(ob)) return;
+  BRC_STAT_INC(made_immortal);
+  if (detail::Rc::owner(ob).load(std::memory_order_relaxed) == detail::tls_tid) {
+    // The owner may write its half: the fast paths then skip the object without a call.
+    detail::Rc::local(ob).store(kLocalImmortal, std::memory_order_relaxed);
+  }
+  detail::Rc::Saturate(ob);
+}
+
+bool IsImmortal(const Object* ob) noexcept { return detail::Rc::IsImmortal(ob); }
+
+int64_t GetRefCount(const Object* ob) noexcept {
+  detail::Rc::CheckNotFreed(ob);
+  return detail::Rc::RefCount(ob);
+}
+
+}  // namespace brc

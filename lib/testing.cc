@@ -1,0 +1,47 @@
+// brc/testing.h: test-only access to the header and the queues.
+#include "brc/testing.h"
+
+#include "brc/detail/thread_local.h"
+#include "brc/refcount.h"
+#include "thread_state.h"
+
+namespace brc::testing {
+
+using detail::Rc;
+
+Counts GetCounts(const Object* ob) noexcept {
+  int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
+  return Counts{Rc::owner(ob).load(std::memory_order_relaxed),
+                Rc::local(ob).load(std::memory_order_relaxed), shared >> kSharedShift,
+                static_cast<SharedState>(shared & kStateMask),
+                Rc::flags(ob).load(std::memory_order_relaxed)};
+}
+
+void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, SharedState state) {
+  if (detail::tls_tid == detail::kNotAttached) {
+    detail::ReportMisuse(ob, "SetCountsForTesting on a thread that is not attached");
+  }
+  if (shared_count < -(1 << 29) || shared_count >= (1 << 29)) {
+    detail::ReportMisuse(ob, "SetCountsForTesting: shared_count does not fit in 30 bits");
+  }
+  Rc::local(ob).store(local, std::memory_order_relaxed);
+  // Release: a thread that later reads the counts through an acquire sees both halves.
+  Rc::shared(ob).store(static_cast<int32_t>(static_cast<uint32_t>(shared_count) << kSharedShift) |
+                           state,
+                       std::memory_order_release);
+}
+
+void FreeImmortalForTesting(Object* ob) {
+  if (!Rc::IsImmortal(ob)) {
+    detail::ReportMisuse(ob, "FreeImmortalForTesting: the object is not immortal");
+  }
+  Rc::Dealloc(ob);
+}
+
+std::size_t QueuedObjectsForTesting(uint32_t tid) {
+  detail::ThreadState* ts = detail::LookupThread(tid);
+  detail::MutexLock lock(&ts->mu);
+  return ts->queue.size();
+}
+
+}  // namespace brc::testing

@@ -1,0 +1,138 @@
+// The thread registry: hands out thread ids, maps them to ThreadState, and keeps the counters
+// of exited threads.
+//
+// Ids index a two-level table (1024 chunks of 1024 states, chunks allocated on demand and
+// never freed), so LookupThread is two acquire loads and no lock: a thread queueing an object
+// finds its owner's state without touching a global lock. Everything else (attaching,
+// exiting, summing statistics) is rare and runs under the registry lock.
+#include "thread_state.h"
+
+#include <algorithm>
+#include <array>
+#include <memory>
+
+#include "brc/detail/thread_local.h"
+
+namespace brc::detail {
+
+thread_local ThreadState* t_state = nullptr;
+
+namespace {
+
+constexpr uint32_t kChunkBits = 10;
+constexpr uint32_t kChunkSize = 1u << kChunkBits;
+constexpr uint32_t kNumChunks = 1024;
+
+struct Chunk {
+  // Each slot is written once, under the registry lock, before its id is handed out.
+  std::array<std::atomic<ThreadState*>, kChunkSize> slots{};
+};
+
+class Registry {
+ public:
+  ThreadState* Register(StatCounters* stats) {
+    MutexLock lock(&mu_);
+    uint32_t tid;
+    if (!free_ids_.empty()) {
+      // Lowest free id first keeps the table dense.
+      auto it = std::min_element(free_ids_.begin(), free_ids_.end());
+      tid = *it;
+      *it = free_ids_.back();
+      free_ids_.pop_back();
+    } else {
+      BRC_CHECK(next_id_ < kChunkSize * kNumChunks, "more than 2^20 threads attached at once");
+      tid = next_id_++;
+    }
+    std::atomic<ThreadState*>& slot = SlotFor(tid);
+    // Relaxed: only this function writes slots, under mu_.
+    ThreadState* ts = slot.load(std::memory_order_relaxed);
+    if (ts == nullptr) {
+      ts = new ThreadState(tid);  // never freed: its id outlives any one thread
+      // Release pairs with the acquire in Lookup.
+      slot.store(ts, std::memory_order_release);
+    }
+    ts->stats = stats;
+    return ts;
+  }
+
+  void Unregister(ThreadState* ts) {
+    MutexLock lock(&mu_);
+    StatCounters& c = *ts->stats;
+    // Relaxed: only the exiting thread (the caller) writes its counters.
+#define BRC_FOLD_(name, help)                                  \
+  retired_.name += c.name.load(std::memory_order_relaxed);     \
+  c.name.store(0, std::memory_order_relaxed);
+    BRC_STAT_FIELDS(BRC_FOLD_)
+#undef BRC_FOLD_
+    ts->stats = nullptr;
+    free_ids_.push_back(ts->tid);
+  }
+
+  ThreadState* Lookup(uint32_t tid) noexcept {
+    BRC_CHECK(tid != 0 && tid < kChunkSize * kNumChunks, "thread id out of range");
+    // Acquire pairs with the release stores in Register: the chunk and the state are fully
+    // constructed before their pointers are seen.
+    Chunk* chunk = chunks_[tid >> kChunkBits].load(std::memory_order_acquire);
+    BRC_CHECK(chunk != nullptr, "lookup of a thread id that was never handed out");
+    ThreadState* ts = chunk->slots[tid & (kChunkSize - 1)].load(std::memory_order_acquire);
+    BRC_CHECK(ts != nullptr, "lookup of a thread id that was never handed out");
+    return ts;
+  }
+
+  Stats Sum() {
+    MutexLock lock(&mu_);
+    Stats s = retired_;
+    for (uint32_t tid = 1; tid < next_id_; ++tid) {
+      ThreadState* ts = SlotFor(tid).load(std::memory_order_relaxed);
+      if (ts == nullptr || ts->stats == nullptr) continue;
+      // Relaxed: a snapshot; the owning thread keeps counting meanwhile.
+#define BRC_SUM_(name, help) s.name += ts->stats->name.load(std::memory_order_relaxed);
+      BRC_STAT_FIELDS(BRC_SUM_)
+#undef BRC_SUM_
+    }
+    return s;
+  }
+
+ private:
+  std::atomic<ThreadState*>& SlotFor(uint32_t tid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::atomic<Chunk*>& c = chunks_[tid >> kChunkBits];
+    Chunk* chunk = c.load(std::memory_order_relaxed);  // relaxed: written only under mu_
+    if (chunk == nullptr) {
+      chunk = new Chunk();  // never freed
+      c.store(chunk, std::memory_order_release);  // pairs with the acquire in Lookup
+    }
+    return chunk->slots[tid & (kChunkSize - 1)];
+  }
+
+  Mutex mu_;
+  std::vector<uint32_t> free_ids_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // id 0 means "no owner"
+  Stats retired_ ABSL_GUARDED_BY(mu_);
+  std::array<std::atomic<Chunk*>, kNumChunks> chunks_{};
+};
+
+Registry& TheRegistry() {
+  static Registry* registry = new Registry();  // never destroyed: threads may outlive main
+  return *registry;
+}
+
+}  // namespace
+
+ThreadState* RegisterCurrentThread() {
+  ThreadState* ts = TheRegistry().Register(&tls_stats);
+  {
+    MutexLock lock(&ts->mu);
+    BRC_CHECK(ts->status == ThreadStatus::kExited, "a fresh thread id was still in use");
+    BRC_CHECK(ts->queue.empty(), "an exited thread id still had queued objects");
+    ts->status = ThreadStatus::kAttached;
+  }
+  return ts;
+}
+
+void UnregisterCurrentThread(ThreadState* ts) { TheRegistry().Unregister(ts); }
+
+ThreadState* LookupThread(uint32_t tid) noexcept { return TheRegistry().Lookup(tid); }
+
+Stats SumStats() { return TheRegistry().Sum(); }
+
+}  // namespace brc::detail

@@ -1,0 +1,116 @@
+// The weak-reference table: object -> WeakSlot, split into 64 shards by address, each with
+// its own lock, so weak references to unrelated objects rarely contend.
+//
+// Who runs what: any attached thread creates, copies, locks and drops WeakRefs; the thread
+// that frees an object with kFlagHasWeakRefs clears its slot.
+//
+// Invariants:
+//  * slot->target is non-null exactly while the object's memory is live: the freeing thread
+//    clears it under the shard lock before the memory is released (DestroyAndFree).
+//  * Lock() runs try-incref under the same shard lock, so the target cannot be freed under it;
+//    try-incref refuses an object whose count already reached zero.
+//  * An object gets a slot only after it is in the maybe-weak state (SetMaybeWeak), so its
+//    owner can no longer free it without the CAS that try-incref races against.
+#include "weak_table.h"
+
+#include <array>
+#include <cstdint>
+#include <functional>
+
+#include "absl/container/flat_hash_map.h"
+#include "brc/refcount.h"
+#include "brc/weak_ref.h"
+#include "mutex.h"
+
+namespace brc::detail {
+
+struct WeakSlot {
+  // All fields guarded by the shard's mutex.
+  Object* target;
+  uint32_t shard;
+  uint64_t weak_refs;
+};
+
+namespace {
+
+constexpr uint32_t kShards = 64;
+
+struct Shard {
+  Mutex mu;
+  absl::flat_hash_map<Object*, WeakSlot*> slots ABSL_GUARDED_BY(mu);
+};
+
+std::array<Shard, kShards>& Shards() {
+  static auto* shards = new std::array<Shard, kShards>();  // never destroyed
+  return *shards;
+}
+
+uint32_t ShardOf(const Object* ob) {
+  auto bits = reinterpret_cast<uintptr_t>(ob);
+  return static_cast<uint32_t>((bits >> 4) ^ (bits >> 12)) % kShards;
+}
+
+}  // namespace
+
+WeakSlot* AcquireWeakSlot(Object* ob) {
+  Rc::CheckNotFreed(ob);
+  Rc::SetMaybeWeak(ob);
+  uint32_t index = ShardOf(ob);
+  Shard& shard = Shards()[index];
+  MutexLock lock(&shard.mu);
+  auto [it, inserted] = shard.slots.try_emplace(ob, nullptr);
+  if (inserted) {
+    it->second = new WeakSlot{ob, index, 0};
+    // Relaxed: read by the thread that frees the object, which is ordered after this thread's
+    // reference by the acq_rel of the decrements.
+    Rc::flags(ob).fetch_or(kFlagHasWeakRefs, std::memory_order_relaxed);
+  }
+  ++it->second->weak_refs;
+  return it->second;
+}
+
+void RetainWeakSlot(WeakSlot* slot) noexcept {
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  ++slot->weak_refs;
+}
+
+void ReleaseWeakSlot(WeakSlot* slot) noexcept {
+  Shard& shard = Shards()[slot->shard];
+  bool last;
+  {
+    MutexLock lock(&shard.mu);
+    last = --slot->weak_refs == 0;
+    if (last && slot->target != nullptr) {
+      // The object lives on without weak references; it keeps kFlagHasWeakRefs and the
+      // maybe-weak state, which only cost it a lookup when it is freed.
+      shard.slots.erase(slot->target);
+    }
+  }
+  if (last) delete slot;
+}
+
+Object* LockWeakSlot(WeakSlot* slot) noexcept {
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  Object* target = slot->target;
+  if (target == nullptr || !Rc::TryIncRef(target)) return nullptr;
+  return target;
+}
+
+bool WeakSlotExpired(WeakSlot* slot) noexcept {
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  return slot->target == nullptr;
+}
+
+void ClearWeakSlotOf(Object* ob) noexcept {
+  Shard& shard = Shards()[ShardOf(ob)];
+  MutexLock lock(&shard.mu);
+  auto it = shard.slots.find(ob);
+  if (it == shard.slots.end()) return;  // every WeakRef was dropped before the object
+  it->second->target = nullptr;
+  shard.slots.erase(it);
+}
+
+}  // namespace brc::detail

@@ -1,0 +1,86 @@
+// Shared helpers for brc's tests.
+#ifndef BRC_TESTS_TEST_UTIL_H_
+#define BRC_TESTS_TEST_UTIL_H_
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "brc/brc.h"
+#include "brc/testing.h"
+#include "catch2/catch.hpp"
+
+namespace brc_test {
+
+// A leaf object that counts its destructions, so tests can prove "freed exactly once".
+struct Counted : brc::Object {
+  explicit Counted(std::atomic<int>* destroyed, int value = 0)
+      : destroyed(destroyed), value(value) {}
+  ~Counted() { destroyed->fetch_add(1, std::memory_order_relaxed); }
+  std::atomic<int>* destroyed;
+  int value;
+};
+
+// A container: holds references to other objects.
+struct Node : brc::Object {
+  static constexpr std::string_view kTypeName = "brc_test::Node";
+  explicit Node(std::atomic<int>* destroyed = nullptr) : destroyed(destroyed) {}
+  ~Node() {
+    if (destroyed != nullptr) destroyed->fetch_add(1, std::memory_order_relaxed);
+  }
+  std::atomic<int>* destroyed;
+  brc::Ref<Node> next;
+};
+
+// Runs `fn` on a new thread that is attached for the duration, and joins it.
+inline void RunAttached(const std::function<void()>& fn) {
+  std::thread t([&] {
+    brc::ThreadScope attach;
+    fn();
+  });
+  t.join();
+}
+
+// Runs `fn` in a forked child with stderr captured; requires that it aborts (SIGABRT) and that
+// what it printed contains `expected`. Catch2 v2 has no death tests, so this is ours.
+inline void ExpectAbort(const std::function<void()>& fn, const std::string& expected) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], STDERR_FILENO);
+    fn();
+    _exit(0);  // the misuse went unreported
+  }
+  close(fds[1]);
+  std::string output;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0) output.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO("child output: " << output);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(output.find(expected) != std::string::npos);
+}
+
+// The Catch2 seed (--rng-seed), shown with every failure of the calling test.
+#define BRC_TEST_SEED(var)            \
+  const uint32_t var = Catch::rngSeed(); \
+  INFO("seed " << var << " (rerun with --rng-seed " << var << ")")
+
+}  // namespace brc_test
+
+#endif  // BRC_TESTS_TEST_UTIL_H_
