@@ -39,6 +39,15 @@ struct Node : brc::Object {
   brc::Ref<Node> next;
 };
 
+// Catch2 v2 assertions are not thread-safe: worker threads that run concurrently record
+// failures here, and the test's own thread checks the count after joining them.
+struct WorkerFailures {
+  void Expect(bool ok) {
+    if (!ok) count.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::atomic<int> count{0};
+};
+
 // Runs `fn` on a new thread that is attached for the duration, and joins it.
 inline void RunAttached(const std::function<void()>& fn) {
   std::thread t([&] {
@@ -59,6 +68,7 @@ inline void ExpectAbort(const std::function<void()>& fn, const std::string& expe
   if (pid == 0) {
     close(fds[0]);
     dup2(fds[1], STDERR_FILENO);
+    std::signal(SIGABRT, SIG_DFL);  // not Catch2's handler: it allocates inside the signal
     fn();
     _exit(0);  // the misuse went unreported
   }

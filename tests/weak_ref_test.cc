@@ -80,6 +80,7 @@ TEST_CASE("try-incref racing the last decrement never yields a dead object",
   for (auto& d : delays) d = rng() % 128;
   std::atomic<int> destroyed{0};
   std::atomic<int> locked_alive{0};
+  brc_test::WorkerFailures failures;
   brc::WeakRef<Counted> weak;
   std::barrier sync(lockers + 1);
   std::vector<std::thread> pool;
@@ -91,13 +92,14 @@ TEST_CASE("try-incref racing the last decrement never yields a dead object",
         for (uint32_t i = 0; i < delays[(r + t) % kRounds]; ++i) {
           std::atomic_signal_fence(std::memory_order_seq_cst);
         }
-        brc::Ref<Counted> got = weak.Lock();
-        if (got != nullptr) {
-          // It must be fully alive: not yet destroyed, and readable.
-          CHECK(got->value == r);
-          locked_alive.fetch_add(1);
+        // Lock until the object is seen dying (bounded), so every round races the drop.
+        for (int attempt = 0; attempt < 256; ++attempt) {
+          brc::Ref<Counted> got = weak.Lock();
+          if (got == nullptr) break;
+          // A successful Lock yields a fully alive object: not destroyed, still readable.
+          failures.Expect(got->value == r);
+          locked_alive.fetch_add(1, std::memory_order_relaxed);
         }
-        got.Reset();
         sync.arrive_and_wait();  // round over
       }
     });
@@ -114,7 +116,7 @@ TEST_CASE("try-incref racing the last decrement never yields a dead object",
     REQUIRE(weak.Lock() == nullptr);
   }
   for (auto& t : pool) t.join();
-  // Both outcomes must have been seen for the race to have been exercised at all.
-  INFO("locks that won the race: " << locked_alive.load());
-  CHECK(locked_alive.load() > 0);
+  CHECK(failures.count == 0);
+  // How often Lock() won is timing, not correctness: reported, not asserted.
+  WARN("successful locks: " << locked_alive.load());
 }
