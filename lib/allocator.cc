@@ -21,33 +21,53 @@ constexpr std::size_t kMallocAlign = alignof(std::max_align_t);
 
 class MallocAllocatorImpl final : public Allocator {
  public:
-  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+  static void* Alloc(std::size_t size, std::size_t align) noexcept {
     if (align <= kMallocAlign) return std::malloc(size);
     return std::aligned_alloc(align, (size + align - 1) / align * align);
   }
-  void Deallocate(void* p, std::size_t, std::size_t) noexcept override { std::free(p); }
+  static void Free(void* p, std::size_t, std::size_t) noexcept { std::free(p); }
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    return Alloc(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    Free(p, size, align);
+  }
   std::string_view Name() const noexcept override { return "malloc"; }
 };
 
 class ScalableAllocatorImpl final : public Allocator {
  public:
-  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+  static void* Alloc(std::size_t size, std::size_t align) noexcept {
     if (align <= kMallocAlign) return scalable_malloc(size);
     return scalable_aligned_malloc(size, align);
   }
-  void Deallocate(void* p, std::size_t, std::size_t align) noexcept override {
+  static void Free(void* p, std::size_t, std::size_t align) noexcept {
     if (align <= kMallocAlign) {
       scalable_free(p);
     } else {
       scalable_aligned_free(p);
     }
   }
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    return Alloc(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    Free(p, size, align);
+  }
   std::string_view Name() const noexcept override { return "tbbmalloc"; }
 };
 
-// nullptr until SetAllocator: then the default. Constant-initialised, so usable from other
-// translation units' static initialisers.
+// The installed allocator, or nullptr for the built-in default, which is then called directly
+// (no virtual call on the allocation and free paths). Constant-initialised, so usable from
+// other translation units' static initialisers.
 constinit std::atomic<Allocator*> g_current{nullptr};
+
+#if defined(BRC_DEFAULT_ALLOCATOR_TBB) && !defined(BRC_SANITIZED)
+using DefaultImpl = ScalableAllocatorImpl;
+#else
+using DefaultImpl = MallocAllocatorImpl;
+#endif
+
 
 }  // namespace
 
@@ -79,7 +99,9 @@ absl::Status SetAllocator(Allocator* allocator) {
         " objects are alive; each must be freed by the allocator that made it, so switch "
         "allocators only when none is alive (at start-up)");
   }
-  g_current.store(allocator, std::memory_order_release);
+  // The default is kept as nullptr so that its calls stay direct.
+  g_current.store(allocator == &DefaultAllocator() ? nullptr : allocator,
+                  std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -91,7 +113,10 @@ Allocator& GetAllocator() noexcept {
 namespace detail {
 
 void* AllocateObject(std::size_t size, std::size_t align) {
-  void* p = GetAllocator().Allocate(size, align);
+  // Acquire pairs with the release in SetAllocator.
+  Allocator* a = g_current.load(std::memory_order_acquire);
+  void* p = a == nullptr ? DefaultImpl::Alloc(size, align)
+                         : a->Allocate(size, align);
   if (p == nullptr) throw std::bad_alloc();
   BRC_STAT_INC(allocations);
   return p;
@@ -103,7 +128,12 @@ void FreeObjectStorage(void* p, std::size_t size, std::size_t align) noexcept {
 }
 
 void ReleaseObjectStorage(void* mem, std::size_t size, std::size_t align) noexcept {
-  GetAllocator().Deallocate(mem, size, align);
+  Allocator* a = g_current.load(std::memory_order_acquire);  // pairs with SetAllocator
+  if (a == nullptr) {
+    DefaultImpl::Free(mem, size, align);
+  } else {
+    a->Deallocate(mem, size, align);
+  }
 }
 
 }  // namespace detail

@@ -48,21 +48,19 @@ void QueueToOwner(Object* ob) noexcept {
 }
 
 void DrainQueue(ThreadState* ts) noexcept {
-  std::vector<Object*> batch;
+  std::vector<Object*>& batch = ts->batch;
   for (;;) {
     {
       MutexLock lock(&ts->mu);
-      if (ts->queue.empty()) {
-        ts->pending.store(0, std::memory_order_relaxed);  // relaxed: see QueueToOwner
-        return;
-      }
-      batch.swap(ts->queue);
+      // Relaxed: see QueueToOwner. Cleared under mu, so a push after this sets it again.
       ts->pending.store(0, std::memory_order_relaxed);
+      if (ts->queue.empty()) return;
+      batch.swap(ts->queue);
     }
     for (Object* ob : batch) {
       if (Rc::ExplicitMerge(ob, -1)) Rc::Dealloc(ob);
     }
-    batch.clear();  // keeps the capacity; swapped back into the queue next round
+    batch.clear();  // keeps its capacity for the next swap
   }
 }
 

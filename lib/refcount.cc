@@ -50,14 +50,31 @@ constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturati
 }
 
 // Frees of objects whose destructors are already running on this thread are deferred to the
-// outermost Dealloc, so dropping a long chain (a million-node list) uses constant stack.
+// outermost Dealloc, so dropping a long chain (a million-node list) uses constant stack. The
+// deferred objects form an intrusive list through their own dead count fields (owner_ and
+// local_ hold the next pointer), so deferring never allocates.
 constexpr int kMaxDeallocDepth = 64;
-thread_local int t_dealloc_depth = 0;
-thread_local std::vector<Object*> t_deferred;
+constinit thread_local int t_dealloc_depth = 0;
+constinit thread_local Object* t_deferred = nullptr;
+
+void PushDeferred(Object* ob) noexcept {
+  auto next = reinterpret_cast<uintptr_t>(t_deferred);
+  // Relaxed: the object is dead and unreachable (its weak slot is already cleared); only this
+  // thread reads these fields again.
+  Rc::owner(ob).store(static_cast<uint32_t>(next), std::memory_order_relaxed);
+  Rc::local(ob).store(static_cast<uint32_t>(next >> 32), std::memory_order_relaxed);
+  t_deferred = ob;
+}
+
+Object* PopDeferred() noexcept {
+  Object* ob = t_deferred;
+  uintptr_t next = Rc::owner(ob).load(std::memory_order_relaxed) |
+                   uintptr_t{Rc::local(ob).load(std::memory_order_relaxed)} << 32;
+  t_deferred = reinterpret_cast<Object*>(next);
+  return ob;
+}
 
 void DestroyAndFree(Object* ob) noexcept {
-  // Relaxed: the last decrement (acquire) already ordered every writer before this point.
-  if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) ClearWeakSlotOf(ob);
   const TypeInfo* type = ob->type_info();
   BRC_CHECK(type != nullptr, "freeing an object that brc::Make did not finish creating");
   void* mem = type->destroy(ob);
@@ -78,17 +95,18 @@ void Rc::IncRefSlow(Object* ob) noexcept {
   if (ob->owner_.load(std::memory_order_relaxed) != tls_tid) {
     // Reached only from the inline path's owner branch; re-route to the shared word.
     int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
-    BRC_STAT_INC(shared_increfs);
+    BRC_OP_STAT_INC(shared_increfs);
     SharedIncRefEdge(ob, old);
     return;
   }
   if (local == 0) {
     ReportMisuse(ob, "increment of an object whose reference count is zero (use after free)");
   }
-  // local == kLocalImmortal - 1: one more would overflow. Saturate: the object is immortal.
-  ob->local_.store(kLocalImmortal, std::memory_order_relaxed);
-  BRC_STAT_INC(local_increfs);
-  BRC_STAT_INC(saturated);
+  // local >= 2^31, below kLocalImmortal. At kLocalImmortal - 1 one more reaches the marker:
+  // the count saturates and the object is immortal.
+  ob->local_.store(local + 1, std::memory_order_relaxed);
+  BRC_OP_STAT_INC(local_increfs);
+  if (local + 1 == kLocalImmortal) BRC_STAT_INC(saturated);
 }
 
 void Rc::SharedIncRefEdge(Object* ob, int32_t old) noexcept {
@@ -124,9 +142,14 @@ void Rc::DecRefSlow(Object* ob) noexcept {
     ReportMisuse(ob, "negative reference count: decrement of an object whose count is already "
                      "zero (more releases than references, or use after free)");
   }
+  if (local != 1) {  // a count of 2^31 or more, below kLocalImmortal
+    ob->local_.store(local - 1, std::memory_order_relaxed);
+    BRC_OP_STAT_INC(local_decrefs);
+    return;
+  }
   // local == 1: the owner's half reaches zero.
   ob->local_.store(0, std::memory_order_relaxed);
-  BRC_STAT_INC(local_decrefs);
+  BRC_OP_STAT_INC(local_decrefs);
   MergeZeroLocal(ob);
 }
 
@@ -174,7 +197,7 @@ void Rc::SharedDecRef(Object* ob) noexcept {
       // the owner, which may free it.
       if (ob->shared_.compare_exchange_weak(old, Word(0, kStateQueued), std::memory_order_acq_rel,
                                             std::memory_order_relaxed)) {
-        BRC_STAT_INC(shared_decrefs);
+        BRC_OP_STAT_INC(shared_decrefs);
         QueueToOwner(ob);
         return;
       }
@@ -193,7 +216,7 @@ void Rc::SharedDecRef(Object* ob) noexcept {
     int32_t desired = old - kSharedOne;
     if (ob->shared_.compare_exchange_weak(old, desired, std::memory_order_acq_rel,
                                           std::memory_order_relaxed)) {
-      BRC_STAT_INC(shared_decrefs);
+      BRC_OP_STAT_INC(shared_decrefs);
       if (desired == kStateMerged) Dealloc(ob);
       return;
     }
@@ -242,7 +265,7 @@ bool Rc::TryIncRef(Object* ob) noexcept {
     // Acquire pairs with the release of whoever published the object's current contents.
     if (ob->shared_.compare_exchange_weak(shared, shared + kSharedOne, std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
-      BRC_STAT_INC(shared_increfs);
+      BRC_OP_STAT_INC(shared_increfs);
       return true;
     }
   }
@@ -260,18 +283,17 @@ void Rc::SetMaybeWeak(Object* ob) noexcept {
 }
 
 void Rc::Dealloc(Object* ob) noexcept {
+  // First make the object unreachable through weak references. Relaxed: the decrement that
+  // took the count to zero (acquire) ordered every writer of the flag before this point.
+  if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) ClearWeakSlotOf(ob);
   if (t_dealloc_depth >= kMaxDeallocDepth) {
-    t_deferred.push_back(ob);
+    PushDeferred(ob);
     return;
   }
   ++t_dealloc_depth;
   DestroyAndFree(ob);
   if (t_dealloc_depth == 1) {
-    while (!t_deferred.empty()) {
-      Object* next = t_deferred.back();
-      t_deferred.pop_back();
-      DestroyAndFree(next);
-    }
+    while (t_deferred != nullptr) DestroyAndFree(PopDeferred());
   }
   --t_dealloc_depth;
 }

@@ -47,6 +47,9 @@ struct ThreadState {
   StatCounters* stats = nullptr;
 
   // Written and read only by the thread bound to this id.
+  // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
+  // queuer rarely grows the queue while holding the lock.
+  std::vector<Object*> batch;
   int attach_depth = 0;
   int blocking_depth = 0;
 };

@@ -13,14 +13,14 @@ for a in "$@"; do
   if [ "$a" = "--quick" ]; then quick=1; else args+=("$a"); fi
 done
 
-cmake --preset release >/dev/null
-cmake --build --preset release -j"$(nproc)" --target brc_bench
+cmake --preset bench >/dev/null
+cmake --build --preset bench -j"$(nproc)" --target brc_bench
 mkdir -p build/report
 if [ $quick -eq 1 ]; then
   flags=(--benchmark_min_time=0.01 --benchmark_repetitions=1)
 else
   flags=(--benchmark_repetitions=5 --benchmark_report_aggregates_only=true)
 fi
-./build/release/bench/brc_bench "${flags[@]}" \
+./build/bench/bench/brc_bench "${flags[@]}" \
   --benchmark_out=build/report/brc_bench.json --benchmark_out_format=json "${args[@]}"
 echo "brc: raw results in build/report/brc_bench.json"

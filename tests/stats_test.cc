@@ -33,7 +33,7 @@ TEST_CASE("GetStats sums live and exited threads", "[stats]") {
   brc::Stats after = brc::GetStats();
   CHECK(after.allocations - before.allocations == 2);
   CHECK(after.frees - before.frees == 1);
-  CHECK(after.local_increfs - before.local_increfs == 6);
-  CHECK(after.local_decrefs - before.local_decrefs == 6);  // 5, and the final drop
+  BRC_OP_CHECK(after.local_increfs - before.local_increfs == 6);
+  BRC_OP_CHECK(after.local_decrefs - before.local_decrefs == 6);  // 5, and the final drop
   CHECK(after.live_objects() - before.live_objects() == 1);
 }

@@ -86,6 +86,13 @@ inline void ExpectAbort(const std::function<void()>& fn, const std::string& expe
   CHECK(output.find(expected) != std::string::npos);
 }
 
+// Assertions on the per-operation counters, which exist only with BRC_OP_STATS (every CI
+// preset turns it on; a build without it has no such counters to check).
+#define BRC_OP_CHECK(expr)                        \
+  do {                                            \
+    if constexpr (brc::kOpStatsEnabled) CHECK(expr); \
+  } while (0)
+
 // The Catch2 seed (--rng-seed), shown with every failure of the calling test.
 #define BRC_TEST_SEED(var)            \
   const uint32_t var = Catch::rngSeed(); \

@@ -1,8 +1,9 @@
 // Biased reference counting: the inline fast paths and the public counting API.
 //
 // Owner thread: a relaxed load and a relaxed store of the local half. No read-modify-write
-// instruction, no fence. One unsigned comparison sends every edge case (the count reaching 0,
-// saturation, immortality, a count already at zero) to an out-of-line slow path.
+// instruction, no fence. One signed comparison sends every edge case (the count reaching 0,
+// counts of 2^31 and more, saturation, immortality, a count already at zero) to an
+// out-of-line slow path.
 // Other threads: one atomic add (increment) or one CAS (decrement) on the shared word.
 //
 // Every function here requires the calling thread to be attached (brc::ThreadScope). A count
@@ -45,18 +46,21 @@ struct Rc {
     // Relaxed loads: local_ is written only by this thread if it is the owner; owner_ can change
     // only from this thread's id to 0 (never to this id), so a stale value is harmless.
     uint32_t local = ob->local_.load(std::memory_order_relaxed);
-    if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
-      // local in [1, kLocalImmortal-2]: the sum stays below saturation. 0, kLocalImmortal-1 and
-      // kLocalImmortal wrap to the top of the unsigned range and go to the slow path.
-      if (BRC_LIKELY(local - 1u < kLocalImmortal - 2u)) {
+    uint32_t tid = tls_tid;
+    if (BRC_LIKELY(ob->owner_.load(std::memory_order_relaxed) == tid)) {
+      // local in [1, 2^31): one sign test (no subtraction) keeps the fast path far from
+      // saturation. 0 (misuse), counts of 2^31 and more, and kLocalImmortal take the slow path.
+      if (BRC_LIKELY(static_cast<int32_t>(local) > 0)) {
         ob->local_.store(local + 1, std::memory_order_relaxed);
-        BRC_STAT_INC(local_increfs);
+        BRC_OP_STAT_INC(local_increfs);
         return;
       }
-    } else if (BRC_LIKELY(local != kLocalImmortal && tls_tid != kNotAttached)) {
+      if (local == kLocalImmortal) return;  // made immortal by its owner
+    } else if (tid != kNotAttached) {
+      if (local == kLocalImmortal) return;  // immortal: no counting
       // Relaxed: the caller already holds a reference, so no other memory needs ordering.
       int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
-      BRC_STAT_INC(shared_increfs);
+      BRC_OP_STAT_INC(shared_increfs);
       // Saturation band reached, or the count was exactly "zero, merged" (object being freed).
       if (BRC_UNLIKELY(old >= ((kSharedSaturationMin - 1) << kSharedShift) || old == kStateMerged)) {
         SharedIncRefEdge(ob, old);
@@ -69,15 +73,18 @@ struct Rc {
   static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
     CheckNotFreed(ob);
     uint32_t local = ob->local_.load(std::memory_order_relaxed);
-    if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
-      // local in [2, kLocalImmortal-1]: stays >= 1. 1 (merge), 0 (misuse) and kLocalImmortal
-      // (immortal) go to the slow path.
-      if (BRC_LIKELY(local - 2u < kLocalImmortal - 2u)) {
+    uint32_t tid = tls_tid;
+    if (BRC_LIKELY(ob->owner_.load(std::memory_order_relaxed) == tid)) {
+      // local in [2, 2^31): stays >= 1. 1 (merge), 0 (misuse), counts of 2^31 and more, and
+      // kLocalImmortal take the slow path.
+      if (BRC_LIKELY(static_cast<int32_t>(local) > 1)) {
         ob->local_.store(local - 1, std::memory_order_relaxed);
-        BRC_STAT_INC(local_decrefs);
+        BRC_OP_STAT_INC(local_decrefs);
         return;
       }
-    } else if (BRC_LIKELY(local != kLocalImmortal && tls_tid != kNotAttached)) {
+      if (local == kLocalImmortal) return;
+    } else if (tid != kNotAttached) {
+      if (local == kLocalImmortal) return;  // immortal: no counting
       int32_t old = ob->shared_.load(std::memory_order_relaxed);
       // Common case: shared count in [1, saturation). Subtract with one CAS. Release publishes
       // this thread's writes to the object to whoever frees it; acquire makes the others'
@@ -85,7 +92,7 @@ struct Rc {
       if (BRC_LIKELY(old >= kSharedOne && old < (kSharedSaturationMin << kSharedShift)) &&
           ob->shared_.compare_exchange_strong(old, old - kSharedOne, std::memory_order_acq_rel,
                                               std::memory_order_relaxed)) {
-        BRC_STAT_INC(shared_decrefs);
+        BRC_OP_STAT_INC(shared_decrefs);
         if (BRC_UNLIKELY(old - kSharedOne == kStateMerged)) Dealloc(ob);
         return;
       }

@@ -13,12 +13,15 @@
 
 #include "brc/detail/config.h"
 
-// X(name, description)
+// X(name, description). The first four count every single operation, so they are compiled in
+// only with BRC_OP_STATS (CMake option, default OFF, like CPython's Py_STATS): on the owner's
+// fast path a counter costs as much as the count itself. They read 0 otherwise. The other
+// counters mark rare events and are always on unless BRC_NO_STATS.
 #define BRC_STAT_FIELDS(X)                                                              \
-  X(local_increfs, "owner increments (no atomic instruction)")                        \
-  X(local_decrefs, "owner decrements (no atomic instruction)")                        \
-  X(shared_increfs, "non-owner increments (atomic add on the shared word)")           \
-  X(shared_decrefs, "non-owner decrements (CAS on the shared word)")                  \
+  X(local_increfs, "owner increments (no atomic instruction) [BRC_OP_STATS]")         \
+  X(local_decrefs, "owner decrements (no atomic instruction) [BRC_OP_STATS]")         \
+  X(shared_increfs, "non-owner increments (atomic add) [BRC_OP_STATS]")               \
+  X(shared_decrefs, "non-owner decrements (CAS) [BRC_OP_STATS]")                      \
   X(queued, "objects queued to their owner for a merge")                              \
   X(merges, "merges of the two halves (owner at zero, queue drain, on behalf)")       \
   X(merges_for_owner, "merges done on behalf of an exited or blocked owner")          \
@@ -56,7 +59,19 @@ struct StatCounters {
 #undef BRC_STAT_COUNTER_
 };
 
-inline constinit thread_local StatCounters tls_stats;
+// initial-exec: one %fs-relative access even when brc is linked into a shared object.
+inline constinit thread_local StatCounters tls_stats __attribute__((tls_model("initial-exec")));
+
+}  // namespace detail
+
+// Whether the per-operation counters (local/shared increfs/decrefs) are compiled in.
+#ifdef BRC_OP_STATS
+inline constexpr bool kOpStatsEnabled = true;
+#else
+inline constexpr bool kOpStatsEnabled = false;
+#endif
+
+namespace detail {
 
 }  // namespace detail
 }  // namespace brc
@@ -73,5 +88,12 @@ inline constinit thread_local StatCounters tls_stats;
       std::memory_order_relaxed)
 #endif
 #define BRC_STAT_INC(field) BRC_STAT_ADD(field, 1)
+#if defined(BRC_OP_STATS) && !defined(BRC_NO_STATS)
+#define BRC_OP_STAT_INC(field) BRC_STAT_ADD(field, 1)
+#else
+#define BRC_OP_STAT_INC(field) \
+  do {                         \
+  } while (0)
+#endif
 
 #endif  // BRC_STATS_H_

@@ -1,5 +1,7 @@
 // The two thread-locals the inline fast paths read. Both are constant-initialised PODs, so an
-// access is a single %fs-relative load: no TLS wrapper call, no guard variable.
+// access needs no TLS wrapper call or guard variable, and the initial-exec model makes it one
+// %fs-relative load in executables and shared objects alike (the default model would call
+// __tls_get_addr on every count operation in -fPIC code).
 #ifndef BRC_DETAIL_THREAD_LOCAL_H_
 #define BRC_DETAIL_THREAD_LOCAL_H_
 
@@ -15,10 +17,12 @@ inline constexpr uint32_t kNoOwner = 0;
 inline constexpr uint32_t kNotAttached = UINT32_MAX;
 
 // This thread's id while attached (1, 2, ...), else kNotAttached. Written only by this thread.
-inline constinit thread_local uint32_t tls_tid = kNotAttached;
+inline constinit thread_local uint32_t tls_tid
+    __attribute__((tls_model("initial-exec"))) = kNotAttached;
 // This thread's "work pending at the next safepoint" word while attached, else nullptr. The
 // word itself is written by other threads (see lib/thread_state.h).
-inline constinit thread_local std::atomic<uint32_t>* tls_pending = nullptr;
+inline constinit thread_local std::atomic<uint32_t>* tls_pending
+    __attribute__((tls_model("initial-exec"))) = nullptr;
 
 }  // namespace brc::detail
 

@@ -1,0 +1,706 @@
+// brc_bench: the cost of a reference count operation and of an object's life, beside the
+// baselines that bound it, all in one binary so that one run on one machine compares them.
+//
+// Counting (time per iteration = ns per increment+decrement pair, single thread unless noted):
+//   BM_PlainCounter    ++/-- on a plain int64 field: the physical limit
+//   BM_StdAtomic       fetch_add(relaxed) + fetch_sub(acq_rel) on one std::atomic<int64_t>
+//   BM_SharedPtrCopy   copy + destroy a std::shared_ptr
+//   BM_BrcOwner        brc::IncRef + brc::DecRef by the owner (local half, no atomic)
+//   BM_BrcNonOwner     the same on an object owned by another (live, blocked) thread
+//   BM_BrcImmortal     the same on an immortal object
+//   BM_BrcRefCopy      copy + destroy a brc::Ref held by the owner (vs BM_SharedPtrCopy)
+//   .../threads:2      one counter hammered from both cores (CPU column = per thread)
+// Every contender uses the same discipline: the object is reached through a pointer the
+// compiler cannot see through (Opaque() once: see its comment), and a compiler barrier
+// (benchmark::ClobberMemory) follows each increment and each decrement, so that every operation
+// really loads and stores the count and nothing is folded or hoisted out of the loop.
+//
+// Object memory (brc::MallocAllocator vs brc::ScalableAllocator, /malloc and /tbbmalloc):
+//   BM_MakeDrop        Make + drop one 48-byte object
+//   BM_MakeDropBatch   Make 1000 into a vector, then drop them all
+//   BM_CrossThread     one thread makes objects, another drops them (objects go back to the
+//                      owner's merge queue and are freed at its safepoints, as brc does)
+//   BM_AllocatorRaw / BM_AllocatorCrossThreadRaw: the allocator alone, for reference
+//   BM_BinaryTrees     build a depth-16 tree of brc objects, walk it, drop it
+// with std::make_shared / std::shared_ptr baselines. The per_obj counter is seconds per object.
+//
+// By default the binary runs 5 repetitions of at least 0.2 s each and reports aggregates only
+// (about 35 s on a 2-core VM); a --benchmark_repetitions, --benchmark_report_aggregates_only or
+// --benchmark_min_time flag on the command line replaces that default. Read the median rows.
+// The two-thread benchmarks (threads:2, CrossThread) need both cores to themselves: on a 2-core
+// machine with anything else running they vary several-fold between runs.
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <barrier>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "brc/brc.h"
+#include "brc/testing.h"
+
+namespace {
+
+// The barrier every contender places after each count operation.
+inline void Barrier() { benchmark::ClobberMemory(); }
+
+// Returns `p` through an empty asm the compiler cannot see into: it can assume nothing about
+// the result, so it must really load and store what the pointer reaches, and the pointee has
+// escaped (so Barrier() forces its stores out). A register-only constraint on purpose: with
+// benchmark::DoNotOptimize on such a local pointer ("+m,r"), GCC 12.2 at -O3 once dropped the
+// store of the pointer to its stack slot and the timed loop dereferenced garbage (reproduced
+// with a variant of brc/refcount.h; gone with -fno-ipa-sra or -O2).
+template <class T>
+inline T* Opaque(T* p) {
+  asm volatile("" : "+r"(p));
+  return p;
+}
+
+// Makes the compiler believe `p` is used (and its pointee read) here.
+inline void Use(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
+
+// ---------------------------------------------------------------------------------------------
+// Objects. Both payloads are 48 bytes: brc's 24-byte header plus three words, and a plain
+// struct of the same size with its count in the first word.
+
+struct PlainObject {
+  int64_t refcount = 1;
+  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
+};
+
+struct AtomicObject {
+  std::atomic<int64_t> refcount{1};
+  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
+};
+
+struct Payload : brc::Object {
+  explicit Payload(int64_t v = 0) : a(v) {}
+  int64_t a, b = 0, c = 0;
+};
+static_assert(sizeof(Payload) == 48);
+static_assert(sizeof(PlainObject) == 48);
+
+struct PlainPayload {
+  int64_t a = 0, b = 0, c = 0;
+};
+
+// Checks, after a timed loop, that the loop took the refcount path the benchmark claims to
+// measure (owner: local half only; non-owner: shared word only). Needs BRC_OP_STATS; the
+// benchmarks also check the path once through the header before timing (CheckPath, below).
+class PathCheck {
+ public:
+  PathCheck() : before_(brc::GetThreadStats()) {}
+
+  void Expect(benchmark::State& state, uint64_t local_ops, uint64_t shared_ops) const {
+#ifdef BRC_OP_STATS
+    brc::Stats after = brc::GetThreadStats();
+    uint64_t local = after.local_increfs - before_.local_increfs;
+    uint64_t shared = after.shared_increfs - before_.shared_increfs;
+    if (local != local_ops || shared != shared_ops) {
+      std::string msg = "unexpected refcount path: local_increfs +" + std::to_string(local) +
+                        " (want " + std::to_string(local_ops) + "), shared_increfs +" +
+                        std::to_string(shared) + " (want " + std::to_string(shared_ops) + ")";
+      state.SkipWithError(msg.c_str());
+    }
+#else
+    (void)state, (void)local_ops, (void)shared_ops;
+#endif
+  }
+
+ private:
+  brc::Stats before_;
+};
+
+// One increment outside the timed loop, checked through the header, in every build: the owner's
+// must land in the local half, a non-owner's in the shared half, an immortal object's nowhere.
+enum class Path { kLocal, kShared, kNone };
+void CheckPath(benchmark::State& state, brc::Object* ob, Path want) {
+  brc::testing::Counts before = brc::testing::GetCounts(ob);
+  brc::IncRef(ob);
+  brc::testing::Counts after = brc::testing::GetCounts(ob);
+  brc::DecRef(ob);
+  Path got = after.local != before.local                 ? Path::kLocal
+             : after.shared_count != before.shared_count ? Path::kShared
+                                                         : Path::kNone;
+  if (got != want) state.SkipWithError("the benchmark does not take the path it claims");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting, single thread.
+
+void BM_PlainCounter(benchmark::State& state) {
+  // On the heap like every other contender's object (a stack slot may get memory renaming).
+  auto obj = std::make_unique<PlainObject>();
+  PlainObject* p = obj.get();
+  p = Opaque(p);
+  for (auto _ : state) {
+    ++p->refcount;
+    Barrier();
+    --p->refcount;
+    Barrier();
+  }
+  if (p->refcount != 1) state.SkipWithError("plain counter unbalanced");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PlainCounter);
+
+void BM_StdAtomic(benchmark::State& state) {
+  auto obj = std::make_unique<AtomicObject>();
+  AtomicObject* p = obj.get();
+  p = Opaque(p);
+  for (auto _ : state) {
+    p->refcount.fetch_add(1, std::memory_order_relaxed);
+    Barrier();
+    p->refcount.fetch_sub(1, std::memory_order_acq_rel);
+    Barrier();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_StdAtomic);
+
+void BM_SharedPtrCopy(benchmark::State& state) {
+  auto sp = std::make_shared<PlainPayload>();
+  std::shared_ptr<PlainPayload>* p = &sp;
+  p = Opaque(p);
+  for (auto _ : state) {
+    {
+      std::shared_ptr<PlainPayload> copy(*p);
+      Barrier();
+    }
+    Barrier();
+  }
+  if (sp.use_count() != 1) state.SkipWithError("shared_ptr count unbalanced");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SharedPtrCopy);
+
+void BM_BrcOwner(benchmark::State& state) {
+  brc::ThreadScope attach;
+  brc::Ref<Payload> ref = brc::Make<Payload>();
+  brc::Object* ob = ref.get();
+  ob = Opaque(ob);
+  CheckPath(state, ob, Path::kLocal);
+  PathCheck check;
+  for (auto _ : state) {
+    brc::IncRef(ob);
+    Barrier();
+    brc::DecRef(ob);
+    Barrier();
+  }
+  check.Expect(state, state.iterations(), 0);
+  if (brc::GetRefCount(ob) != 1) state.SkipWithError("brc count unbalanced");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BrcOwner);
+
+// An object made by another attached thread, which keeps owning it. The creator hands one
+// reference over and then waits in a brc::BlockingScope until released: the shape of a producer
+// that shares an object and blocks on its next input. While the benchmark counts, the object is
+// owned by a live thread, so every operation here takes the shared-word atomic path. (Whether
+// the owner is blocked or running does not change that path; it only decides who merges the
+// object when the benchmark drops the last shared reference: here, the benchmark thread on the
+// blocked owner's behalf.)
+class ForeignObject {
+ public:
+  ForeignObject() {
+    creator_ = std::thread([this] {
+      brc::ThreadScope attach;
+      brc::Ref<Payload> mine = brc::Make<Payload>();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        handed_ = brc::Ref<Payload>(mine).Release();  // owner-side copy: local half is now 2
+        owner_id_ = brc::CurrentThreadId();
+      }
+      cv_.notify_all();
+      {
+        brc::BlockingScope blocked;  // touches no object until released
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return released_; });
+      }
+    });  // `mine` is dropped here, after the benchmark's reference
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return handed_ != nullptr; });
+    ref_ = brc::Ref<Payload>::Adopt(handed_);
+  }
+
+  ~ForeignObject() {
+    ref_ = nullptr;  // the caller's thread must still be attached here
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+    creator_.join();
+  }
+
+  Payload* get() const { return ref_.get(); }
+  uint32_t owner_id() const { return owner_id_; }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  Payload* handed_ = nullptr;
+  uint32_t owner_id_ = 0;
+  bool released_ = false;
+  brc::Ref<Payload> ref_;
+  std::thread creator_;
+};
+
+void BM_BrcNonOwner(benchmark::State& state) {
+  brc::ThreadScope attach;
+  {
+    ForeignObject foreign;
+    if (foreign.owner_id() == brc::CurrentThreadId()) {
+      state.SkipWithError("the foreign object is owned by the benchmark thread");
+    }
+    brc::Object* ob = foreign.get();
+    ob = Opaque(ob);
+    CheckPath(state, ob, Path::kShared);
+    PathCheck check;
+    for (auto _ : state) {
+      brc::IncRef(ob);
+      Barrier();
+      brc::DecRef(ob);
+      Barrier();
+    }
+    check.Expect(state, 0, state.iterations());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BrcNonOwner);
+
+void BM_BrcImmortal(benchmark::State& state) {
+  brc::ThreadScope attach;
+  brc::Object* ob = brc::Make<Payload>().Release();
+  brc::MakeImmortal(ob);  // by its owner: the local half becomes the immortal marker
+  ob = Opaque(ob);
+  CheckPath(state, ob, Path::kNone);
+  PathCheck check;
+  for (auto _ : state) {
+    brc::IncRef(ob);
+    Barrier();
+    brc::DecRef(ob);
+    Barrier();
+  }
+  check.Expect(state, 0, 0);
+  // Immortal objects are never freed; free it anyway so that no object is alive when an
+  // allocation benchmark switches allocators.
+  brc::testing::FreeImmortalForTesting(ob);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BrcImmortal);
+
+void BM_BrcRefCopy(benchmark::State& state) {
+  brc::ThreadScope attach;
+  brc::Ref<Payload> ref = brc::Make<Payload>();
+  brc::Ref<Payload>* p = &ref;
+  p = Opaque(p);
+  for (auto _ : state) {
+    {
+      brc::Ref<Payload> copy(*p);
+      Barrier();
+    }
+    Barrier();
+  }
+  if (brc::GetRefCount(ref.get()) != 1) state.SkipWithError("brc count unbalanced");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BrcRefCopy);
+
+// ---------------------------------------------------------------------------------------------
+// Counting, both cores on one counter. The CPU-time column is per thread.
+
+void BM_StdAtomicContended(benchmark::State& state) {
+  static AtomicObject shared_obj;
+  AtomicObject* p = &shared_obj;
+  p = Opaque(p);
+  for (auto _ : state) {
+    p->refcount.fetch_add(1, std::memory_order_relaxed);
+    Barrier();
+    p->refcount.fetch_sub(1, std::memory_order_acq_rel);
+    Barrier();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_StdAtomicContended)->Threads(2);
+
+// Thread 0 owns the object and counts on the local half; thread 1 counts on the shared word of
+// the same object (the same cache line). Thread 0 holds the reference that keeps it alive.
+void BM_BrcOwnerAndNonOwner(benchmark::State& state) {
+  static std::atomic<Payload*> published{nullptr};
+  static std::barrier<> done(2);
+  brc::ThreadScope attach;
+  brc::Ref<Payload> ref;
+  Payload* ob;
+  if (state.thread_index() == 0) {
+    ref = brc::Make<Payload>();
+    ob = ref.get();
+    published.store(ob, std::memory_order_release);
+  } else {
+    while ((ob = published.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();
+  }
+  ob = Opaque(ob);
+  for (auto _ : state) {
+    brc::IncRef(ob);
+    Barrier();
+    brc::DecRef(ob);
+    Barrier();
+  }
+  done.arrive_and_wait();  // thread 1 is finished with the object
+  if (state.thread_index() == 0) {
+    published.store(nullptr, std::memory_order_relaxed);
+    ref = nullptr;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_BrcOwnerAndNonOwner)->Threads(2);
+
+// ---------------------------------------------------------------------------------------------
+// Object memory.
+
+// Installs an allocator for one benchmark and restores the default afterwards. Declare it
+// before the brc::ThreadScope, so that the thread has detached (and drained its merge queue)
+// before the default comes back: SetAllocator requires that no object be alive.
+class AllocatorScope {
+ public:
+  AllocatorScope(benchmark::State& state, brc::Allocator& allocator) {
+    absl::Status s = brc::SetAllocator(&allocator);
+    ok_ = s.ok();
+    if (!ok_) state.SkipWithError(("SetAllocator: " + s.ToString()).c_str());
+  }
+  ~AllocatorScope() {
+    if (!ok_) return;
+    absl::Status s = brc::SetAllocator(&brc::DefaultAllocator());
+    if (!s.ok()) {
+      std::fprintf(stderr, "brc_bench: restoring the default allocator failed: %s\n",
+                   s.ToString().c_str());
+      std::abort();
+    }
+  }
+  AllocatorScope(const AllocatorScope&) = delete;
+  AllocatorScope& operator=(const AllocatorScope&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  bool ok_;
+};
+
+constexpr int kBatch = 1000;
+
+void SetPerObject(benchmark::State& state, int64_t objects_per_iteration) {
+  state.SetItemsProcessed(state.iterations() * objects_per_iteration);
+  state.counters["per_obj"] =
+      benchmark::Counter(static_cast<double>(objects_per_iteration),
+                         benchmark::Counter::kIsIterationInvariantRate |
+                             benchmark::Counter::kInvert);
+}
+
+// (a) Make + drop, one object at a time.
+void BM_MakeDrop(benchmark::State& state, brc::Allocator* allocator) {
+  AllocatorScope use(state, *allocator);
+  if (!use.ok()) return;
+  brc::ThreadScope attach;
+  int64_t i = 0;
+  for (auto _ : state) {
+    brc::Ref<Payload> r = brc::Make<Payload>(i++);
+    Payload* p = r.get();
+    Use(p);
+    Barrier();
+  }
+  SetPerObject(state, 1);
+}
+BENCHMARK_CAPTURE(BM_MakeDrop, malloc, &brc::MallocAllocator());
+BENCHMARK_CAPTURE(BM_MakeDrop, tbbmalloc, &brc::ScalableAllocator());
+
+void BM_MakeDropSharedPtr(benchmark::State& state) {
+  int64_t i = 0;
+  for (auto _ : state) {
+    auto sp = std::make_shared<PlainPayload>();
+    sp->a = i++;
+    PlainPayload* p = sp.get();
+    Use(p);
+    Barrier();
+  }
+  SetPerObject(state, 1);
+}
+BENCHMARK(BM_MakeDropSharedPtr);
+
+// The allocator alone (the virtual call included), 48 bytes.
+void BM_AllocatorRaw(benchmark::State& state, brc::Allocator* allocator) {
+  for (auto _ : state) {
+    void* p = allocator->Allocate(sizeof(Payload), alignof(Payload));
+    Use(p);
+    Barrier();
+    allocator->Deallocate(p, sizeof(Payload), alignof(Payload));
+  }
+  SetPerObject(state, 1);
+}
+BENCHMARK_CAPTURE(BM_AllocatorRaw, malloc, &brc::MallocAllocator());
+BENCHMARK_CAPTURE(BM_AllocatorRaw, tbbmalloc, &brc::ScalableAllocator());
+
+// (b) Batch: 1000 objects alive at once, then all dropped.
+void BM_MakeDropBatch(benchmark::State& state, brc::Allocator* allocator) {
+  AllocatorScope use(state, *allocator);
+  if (!use.ok()) return;
+  brc::ThreadScope attach;
+  std::vector<brc::Ref<Payload>> objects;
+  objects.reserve(kBatch);
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) objects.push_back(brc::Make<Payload>(i));
+    Barrier();
+    objects.clear();
+    Barrier();
+  }
+  SetPerObject(state, kBatch);
+}
+BENCHMARK_CAPTURE(BM_MakeDropBatch, malloc, &brc::MallocAllocator());
+BENCHMARK_CAPTURE(BM_MakeDropBatch, tbbmalloc, &brc::ScalableAllocator());
+
+void BM_MakeDropBatchSharedPtr(benchmark::State& state) {
+  std::vector<std::shared_ptr<PlainPayload>> objects;
+  objects.reserve(kBatch);
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) objects.push_back(std::make_shared<PlainPayload>());
+    Barrier();
+    objects.clear();
+    Barrier();
+  }
+  SetPerObject(state, kBatch);
+}
+BENCHMARK(BM_MakeDropBatchSharedPtr);
+
+// A bounded single-producer single-consumer hand-off of whole batches under a mutex. Both sides
+// spin (with yield) instead of sleeping, so that the brc producer never needs to enter a
+// BlockingScope, which would change who merges and frees the objects.
+template <class T>
+class BatchQueue {
+ public:
+  static constexpr size_t kMaxBatches = 8;
+
+  bool TryPush(std::vector<T>& batch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (batches_.size() >= kMaxBatches) return false;
+    batches_.push_back(std::move(batch));
+    batch = TakeSpareLocked();
+    return true;
+  }
+  // Empties `out` (destroying what it held outside the lock) and fills it with the next batch.
+  bool TryPop(std::vector<T>& out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (batches_.empty()) return false;
+    std::swap(out, batches_.front());
+    batches_.pop_front();
+    return true;
+  }
+  // The consumer returns drained vectors so that neither side allocates vector storage.
+  void GiveBack(std::vector<T>&& empty) {
+    std::lock_guard<std::mutex> lock(mu_);
+    spares_.push_back(std::move(empty));
+  }
+  void Close() { closed_.store(true, std::memory_order_release); }
+  bool closed() const { return closed_.load(std::memory_order_acquire); }
+
+ private:
+  std::vector<T> TakeSpareLocked() {
+    std::vector<T> v;
+    if (!spares_.empty()) {
+      v = std::move(spares_.back());
+      spares_.pop_back();
+    }
+    v.clear();
+    v.reserve(kBatch);
+    return v;
+  }
+
+  std::mutex mu_;
+  std::deque<std::vector<T>> batches_;
+  std::vector<std::vector<T>> spares_;
+  std::atomic<bool> closed_{false};
+};
+
+// Runs `drop(batch)` on a consumer thread for every batch the producer pushes, until closed.
+template <class T, class Setup, class Drop>
+std::thread StartConsumer(BatchQueue<T>& queue, Setup setup, Drop drop) {
+  return std::thread([&queue, setup, drop] {
+    auto scope = setup();
+    std::vector<T> batch;
+    batch.reserve(kBatch);
+    for (;;) {
+      if (queue.TryPop(batch)) {
+        drop(batch);
+        std::vector<T> empty;
+        std::swap(empty, batch);
+        queue.GiveBack(std::move(empty));
+        batch.reserve(kBatch);
+      } else if (queue.closed()) {
+        if (!queue.TryPop(batch)) break;
+        drop(batch);
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    (void)scope;
+  });
+}
+
+// (c) Cross-thread: the benchmark thread makes objects in batches and hands them to a consumer
+// thread, which drops them. Each drop is a non-owner decrement to zero, so the object is queued
+// back to its owner (one lock per object) and merged and freed there at the next Safepoint():
+// brc frees on the owner thread while it is attached.
+void BM_CrossThread(benchmark::State& state, brc::Allocator* allocator) {
+  AllocatorScope use(state, *allocator);
+  if (!use.ok()) return;
+  brc::ThreadScope attach;
+  BatchQueue<brc::Ref<Payload>> queue;
+  std::thread consumer = StartConsumer(
+      queue, [] { return std::make_unique<brc::ThreadScope>(); },
+      [](std::vector<brc::Ref<Payload>>& batch) { batch.clear(); });
+  std::vector<brc::Ref<Payload>> batch;
+  batch.reserve(kBatch);
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) batch.push_back(brc::Make<Payload>(i));
+    while (!queue.TryPush(batch)) {
+      brc::Safepoint();
+      std::this_thread::yield();
+    }
+    brc::Safepoint();
+  }
+  queue.Close();
+  consumer.join();
+  brc::Safepoint();  // free what the consumer queued last
+  SetPerObject(state, kBatch);
+}
+BENCHMARK_CAPTURE(BM_CrossThread, malloc, &brc::MallocAllocator())->UseRealTime();
+BENCHMARK_CAPTURE(BM_CrossThread, tbbmalloc, &brc::ScalableAllocator())->UseRealTime();
+
+// The allocator alone across threads: allocate here, free on the consumer.
+void BM_AllocatorCrossThreadRaw(benchmark::State& state, brc::Allocator* allocator) {
+  BatchQueue<void*> queue;
+  std::thread consumer = StartConsumer(
+      queue, [] { return 0; },
+      [allocator](std::vector<void*>& batch) {
+        for (void* p : batch) allocator->Deallocate(p, sizeof(Payload), alignof(Payload));
+        batch.clear();
+      });
+  std::vector<void*> batch;
+  batch.reserve(kBatch);
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) {
+      void* p = allocator->Allocate(sizeof(Payload), alignof(Payload));
+      std::memset(p, 0, sizeof(Payload));
+      batch.push_back(p);
+    }
+    while (!queue.TryPush(batch)) std::this_thread::yield();
+  }
+  queue.Close();
+  consumer.join();
+  SetPerObject(state, kBatch);
+}
+BENCHMARK_CAPTURE(BM_AllocatorCrossThreadRaw, malloc, &brc::MallocAllocator())->UseRealTime();
+BENCHMARK_CAPTURE(BM_AllocatorCrossThreadRaw, tbbmalloc, &brc::ScalableAllocator())
+    ->UseRealTime();
+
+// (d) Binary trees (the benchmarks-game shape): build a complete tree of depth 16
+// (131071 nodes, 40 bytes each), walk it, drop it.
+constexpr int kTreeDepth = 16;
+constexpr int64_t kTreeNodes = (int64_t{1} << (kTreeDepth + 1)) - 1;
+
+struct TreeNode : brc::Object {
+  brc::Ref<TreeNode> left, right;
+};
+
+brc::Ref<TreeNode> BuildBrcTree(int depth) {
+  brc::Ref<TreeNode> node = brc::Make<TreeNode>();
+  if (depth > 0) {
+    node->left = BuildBrcTree(depth - 1);
+    node->right = BuildBrcTree(depth - 1);
+  }
+  return node;
+}
+
+int64_t CountNodes(const TreeNode* node) {
+  return node->left ? 1 + CountNodes(node->left.get()) + CountNodes(node->right.get()) : 1;
+}
+
+void BM_BinaryTrees(benchmark::State& state, brc::Allocator* allocator) {
+  AllocatorScope use(state, *allocator);
+  if (!use.ok()) return;
+  brc::ThreadScope attach;
+  for (auto _ : state) {
+    brc::Ref<TreeNode> root = BuildBrcTree(kTreeDepth);
+    if (CountNodes(root.get()) != kTreeNodes) state.SkipWithError("wrong tree size");
+  }
+  SetPerObject(state, kTreeNodes);
+}
+BENCHMARK_CAPTURE(BM_BinaryTrees, malloc, &brc::MallocAllocator())->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_BinaryTrees, tbbmalloc, &brc::ScalableAllocator())
+    ->Unit(benchmark::kMillisecond);
+
+struct SharedTreeNode {
+  std::shared_ptr<SharedTreeNode> left, right;
+};
+
+std::shared_ptr<SharedTreeNode> BuildSharedTree(int depth) {
+  auto node = std::make_shared<SharedTreeNode>();
+  if (depth > 0) {
+    node->left = BuildSharedTree(depth - 1);
+    node->right = BuildSharedTree(depth - 1);
+  }
+  return node;
+}
+
+int64_t CountNodes(const SharedTreeNode* node) {
+  return node->left ? 1 + CountNodes(node->left.get()) + CountNodes(node->right.get()) : 1;
+}
+
+void BM_BinaryTreesSharedPtr(benchmark::State& state) {
+  for (auto _ : state) {
+    std::shared_ptr<SharedTreeNode> root = BuildSharedTree(kTreeDepth);
+    if (CountNodes(root.get()) != kTreeNodes) state.SkipWithError("wrong tree size");
+  }
+  SetPerObject(state, kTreeNodes);
+}
+BENCHMARK(BM_BinaryTreesSharedPtr)->Unit(benchmark::kMillisecond);
+
+bool HasFlag(int argc, char** argv, const char* prefix) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix, std::strlen(prefix)) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Defaults for this suite: 5 repetitions, aggregates only. Flags given by the caller win.
+  static char kRepetitions[] = "--benchmark_repetitions=5";
+  static char kAggregatesOnly[] = "--benchmark_report_aggregates_only=true";
+  static char kMinTime[] = "--benchmark_min_time=0.2";
+  std::vector<char*> args(argv, argv + argc);
+  if (!HasFlag(argc, argv, "--benchmark_repetitions")) {
+    args.insert(args.begin() + 1, kRepetitions);
+    if (!HasFlag(argc, argv, "--benchmark_report_aggregates_only") &&
+        !HasFlag(argc, argv, "--benchmark_display_aggregates_only")) {
+      args.insert(args.begin() + 1, kAggregatesOnly);
+    }
+  }
+  if (!HasFlag(argc, argv, "--benchmark_min_time")) args.insert(args.begin() + 1, kMinTime);
+  int n = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
