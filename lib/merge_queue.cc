@@ -48,13 +48,17 @@ void QueueToOwner(Object* ob) noexcept {
 }
 
 void DrainQueue(ThreadState* ts) noexcept {
-  std::vector<Object*>& batch = ts->batch;
+  // Destructors run below may reach a safepoint and drain again (re-entrantly), so the batch
+  // being processed is this call's own: it borrows the spare vector's capacity and returns it
+  // only if no nested drain has taken the spare meanwhile.
+  std::vector<Object*> batch = std::move(ts->batch);
+  batch.clear();
   for (;;) {
     {
       MutexLock lock(&ts->mu);
       // Relaxed: see QueueToOwner. Cleared under mu, so a push after this sets it again.
       ts->pending.store(0, std::memory_order_relaxed);
-      if (ts->queue.empty()) return;
+      if (ts->queue.empty()) break;
       batch.swap(ts->queue);
     }
     for (Object* ob : batch) {
@@ -62,6 +66,7 @@ void DrainQueue(ThreadState* ts) noexcept {
     }
     batch.clear();  // keeps its capacity for the next swap
   }
+  if (ts->batch.capacity() < batch.capacity()) ts->batch = std::move(batch);
 }
 
 void SafepointSlow() noexcept {
@@ -92,12 +97,32 @@ using detail::t_state;
 using detail::ThreadState;
 using detail::ThreadStatus;
 
+namespace {
+
+// Detaches a thread that exits while still attached (its thread_local destructors run after
+// this one's construction order allows: objects in thread_locals created after attaching are
+// dropped first). Without it the exited thread would keep its id, pin its queued objects and
+// leave the registry pointing at its freed thread-local counters.
+struct ExitGuard {
+  ~ExitGuard() {
+    if (t_state == nullptr) return;
+    t_state->blocking_depth = 0;
+    t_state->attach_depth = 1;
+    detail::tls_tid = t_state->tid;  // in case it exits inside a BlockingScope
+    DetachCurrentThread();
+  }
+};
+thread_local ExitGuard t_exit_guard;
+
+}  // namespace
+
 void AttachCurrentThread() {
   if (t_state != nullptr) {
     BRC_CHECK(t_state->blocking_depth == 0, "AttachCurrentThread inside a BlockingScope");
     ++t_state->attach_depth;
     return;
   }
+  (void)&t_exit_guard;  // constructs it: its destructor runs at thread exit
   ThreadState* ts = detail::RegisterCurrentThread();
   ts->attach_depth = 1;
   t_state = ts;

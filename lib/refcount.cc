@@ -60,7 +60,9 @@ constinit thread_local Object* t_deferred = nullptr;
 void PushDeferred(Object* ob) noexcept {
   auto next = reinterpret_cast<uintptr_t>(t_deferred);
   // Relaxed: the object is dead and unreachable (its weak slot is already cleared); only this
-  // thread reads these fields again.
+  // thread reads these fields again. The shared word reads "zero, merged", so a buggy count
+  // operation on the object in the meantime is still reported as misuse.
+  Rc::shared(ob).store(kStateMerged, std::memory_order_relaxed);
   Rc::owner(ob).store(static_cast<uint32_t>(next), std::memory_order_relaxed);
   Rc::local(ob).store(static_cast<uint32_t>(next >> 32), std::memory_order_relaxed);
   t_deferred = ob;

@@ -1,6 +1,7 @@
 // The merge queue: safepoints, thread exit with queued objects, blocked owners.
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -170,4 +171,72 @@ TEST_CASE("queueing races with the owner's exit: nothing lost, nothing freed twi
     dropper.join();
     REQUIRE(destroyed == (r + 1) * kObjects);
   }
+}
+
+namespace {
+// Runs a hook, then reaches a safepoint, from its destructor: runtime code called from
+// destructors may do both.
+struct HookInDestructor : brc::Object {
+  HookInDestructor(std::atomic<int>* d, std::function<void()> hook)
+      : destroyed(d), hook(std::move(hook)) {}
+  ~HookInDestructor() {
+    if (hook) hook();
+    brc::Safepoint();
+    destroyed->fetch_add(1);
+  }
+  std::atomic<int>* destroyed;
+  std::function<void()> hook;
+};
+}  // namespace
+
+TEST_CASE("a destructor that reaches a safepoint during a drain merges nothing twice",
+          "[queue][threads]") {
+  brc::ThreadScope attach;
+  std::atomic<int> destroyed{0};
+  constexpr int kBatch = 20;
+  // Objects another thread will drop (queueing them to this thread) while this thread is in
+  // the middle of draining its first batch: the destructor of the batch's first object asks
+  // for the drop, waits for it, then reaches a safepoint, which drains re-entrantly.
+  std::vector<brc::Ref<Counted>> late;
+  for (int i = 0; i < kBatch; ++i) late.push_back(brc::Make<Counted>(&destroyed));
+  std::atomic<int> phase{0};  // 1: drop `late` now; 2: dropped
+  std::thread dropper([&] {
+    brc::ThreadScope attach_dropper;
+    while (phase.load() != 1) std::this_thread::yield();
+    late.clear();  // non-owner drops at shared 0: queued to the draining owner
+    phase.store(2);
+  });
+  std::vector<brc::Ref<HookInDestructor>> first;
+  first.push_back(brc::Make<HookInDestructor>(&destroyed, [&] {
+    phase.store(1);
+    while (phase.load() != 2) std::this_thread::yield();
+  }));
+  for (int i = 1; i < kBatch; ++i) {
+    first.push_back(brc::Make<HookInDestructor>(&destroyed, nullptr));
+  }
+  brc_test::RunAttached([&] { first.clear(); });  // all queued to this thread
+  CHECK(QueuedObjectsForTesting(brc::CurrentThreadId()) == kBatch);
+  brc::Safepoint();
+  dropper.join();
+  CHECK(destroyed == 2 * kBatch);
+  CHECK(QueuedObjectsForTesting(brc::CurrentThreadId()) == 0);
+}
+
+TEST_CASE("a thread that exits while attached is detached at exit", "[queue][threads]") {
+  std::atomic<int> destroyed{0};
+  brc::Stats before = brc::GetStats();
+  brc::Ref<Counted> kept;
+  uint32_t tid = 0;
+  std::thread t([&] {
+    brc::AttachCurrentThread();  // never detached by hand
+    tid = brc::CurrentThreadId();
+    kept = brc::Make<Counted>(&destroyed);
+  });
+  t.join();
+  brc::Stats after = brc::GetStats();  // must not read the exited thread's freed counters
+  CHECK(after.allocations - before.allocations == 1);
+  brc::ThreadScope attach;
+  kept.Reset();  // owner exited: merged here, not pinned
+  CHECK(destroyed == 1);
+  CHECK(QueuedObjectsForTesting(tid) == 0);
 }

@@ -144,7 +144,9 @@ bool IsImmortal(const Object* ob) noexcept;
 
 // The current reference count, for diagnostics (like Python's sys.getrefcount). Exact when
 // called by the owner with no concurrent non-owner activity; otherwise a racy snapshot.
-// Immortal objects report kImmortalRefCount.
+// Immortal objects report kImmortalRefCount. One known overcount: an object whose owner gave
+// it up while it still waited in the owner's merge queue reports one more until that queue is
+// drained.
 inline constexpr int64_t kImmortalRefCount = INT64_MAX;
 int64_t GetRefCount(const Object* ob) noexcept;
 

@@ -34,7 +34,8 @@ namespace brc {
 void AttachCurrentThread();
 // Drains this thread's merge queue until it stays empty, then detaches. After the outermost
 // detach the thread must do no count work: a Ref still alive here is a fatal error when it is
-// dropped. A thread that exits attached leaks its id and pins its queued objects.
+// dropped. A thread that exits while attached is detached automatically during its
+// thread_local destruction.
 void DetachCurrentThread();
 bool IsAttached() noexcept;
 // This thread's id (1, 2, ...), or 0 when not attached. Ids of exited threads are reused.
@@ -52,6 +53,8 @@ class ThreadScope {
 // RAII: the attached thread promises not to touch any object until the scope ends. On entry it
 // drains its queue; while inside, other threads merge on its behalf instead of queueing to it.
 // A count operation inside the scope is a fatal error. No-op on a thread that is not attached.
+// (Opened by a destructor that runs during a queue drain, it leaves the rest of that batch
+// queued, not merged, until the scope ends.)
 class BlockingScope {
  public:
   BlockingScope();
