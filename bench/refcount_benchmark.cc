@@ -122,6 +122,17 @@ class PathCheck {
   brc::Stats before_;
 };
 
+// The timed loop every brc contender runs: an increment and a decrement per iteration, with
+// the same barriers as the baselines.
+inline void CountPairs(benchmark::State& state, brc::Object* ob) {
+  for (auto _ : state) {
+    brc::IncRef(ob);
+    Barrier();
+    brc::DecRef(ob);
+    Barrier();
+  }
+}
+
 // One increment outside the timed loop, checked through the header, in every build: the owner's
 // must land in the local half, a non-owner's in the shared half, an immortal object's nowhere.
 enum class Path { kLocal, kShared, kNone };
@@ -192,12 +203,7 @@ void BM_BrcOwner(benchmark::State& state) {
   ob = Opaque(ob);
   CheckPath(state, ob, Path::kLocal);
   PathCheck check;
-  for (auto _ : state) {
-    brc::IncRef(ob);
-    Barrier();
-    brc::DecRef(ob);
-    Barrier();
-  }
+  CountPairs(state, ob);
   check.Expect(state, state.iterations(), 0);
   if (brc::GetRefCount(ob) != 1) state.SkipWithError("brc count unbalanced");
   state.SetItemsProcessed(state.iterations());
@@ -268,12 +274,7 @@ void BM_BrcNonOwner(benchmark::State& state) {
     ob = Opaque(ob);
     CheckPath(state, ob, Path::kShared);
     PathCheck check;
-    for (auto _ : state) {
-      brc::IncRef(ob);
-      Barrier();
-      brc::DecRef(ob);
-      Barrier();
-    }
+    CountPairs(state, ob);
     check.Expect(state, 0, state.iterations());
   }
   state.SetItemsProcessed(state.iterations());
@@ -287,12 +288,7 @@ void BM_BrcImmortal(benchmark::State& state) {
   ob = Opaque(ob);
   CheckPath(state, ob, Path::kNone);
   PathCheck check;
-  for (auto _ : state) {
-    brc::IncRef(ob);
-    Barrier();
-    brc::DecRef(ob);
-    Barrier();
-  }
+  CountPairs(state, ob);
   check.Expect(state, 0, 0);
   // Immortal objects are never freed; free it anyway so that no object is alive when an
   // allocation benchmark switches allocators.
@@ -351,12 +347,7 @@ void BM_BrcOwnerAndNonOwner(benchmark::State& state) {
     while ((ob = published.load(std::memory_order_acquire)) == nullptr) std::this_thread::yield();
   }
   ob = Opaque(ob);
-  for (auto _ : state) {
-    brc::IncRef(ob);
-    Barrier();
-    brc::DecRef(ob);
-    Barrier();
-  }
+  CountPairs(state, ob);
   done.arrive_and_wait();  // thread 1 is finished with the object
   if (state.thread_index() == 0) {
     published.store(nullptr, std::memory_order_relaxed);
