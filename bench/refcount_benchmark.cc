@@ -43,6 +43,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -611,17 +612,24 @@ struct TreeNode : brc::Object {
   brc::Ref<TreeNode> left, right;
 };
 
-brc::Ref<TreeNode> BuildBrcTree(int depth) {
-  brc::Ref<TreeNode> node = brc::Make<TreeNode>();
+// One tree shape for brc and for the shared_ptr baseline: `make()` returns a new node handle.
+template <class Make>
+std::invoke_result_t<Make> BuildTree(int depth, Make make) {
+  auto node = make();
   if (depth > 0) {
-    node->left = BuildBrcTree(depth - 1);
-    node->right = BuildBrcTree(depth - 1);
+    node->left = BuildTree(depth - 1, make);
+    node->right = BuildTree(depth - 1, make);
   }
   return node;
 }
 
-int64_t CountNodes(const TreeNode* node) {
+template <class Node>
+int64_t CountNodes(const Node* node) {
   return node->left ? 1 + CountNodes(node->left.get()) + CountNodes(node->right.get()) : 1;
+}
+
+brc::Ref<TreeNode> BuildBrcTree(int depth) {
+  return BuildTree(depth, [] { return brc::Make<TreeNode>(); });
 }
 
 void BM_BinaryTrees(benchmark::State& state, brc::Allocator* allocator) {
@@ -643,16 +651,7 @@ struct SharedTreeNode {
 };
 
 std::shared_ptr<SharedTreeNode> BuildSharedTree(int depth) {
-  auto node = std::make_shared<SharedTreeNode>();
-  if (depth > 0) {
-    node->left = BuildSharedTree(depth - 1);
-    node->right = BuildSharedTree(depth - 1);
-  }
-  return node;
-}
-
-int64_t CountNodes(const SharedTreeNode* node) {
-  return node->left ? 1 + CountNodes(node->left.get()) + CountNodes(node->right.get()) : 1;
+  return BuildTree(depth, [] { return std::make_shared<SharedTreeNode>(); });
 }
 
 void BM_BinaryTreesSharedPtr(benchmark::State& state) {
