@@ -167,16 +167,21 @@ void BM_PlainCounter(benchmark::State& state) {
 }
 BENCHMARK(BM_PlainCounter);
 
-void BM_StdAtomic(benchmark::State& state) {
-  auto obj = std::make_unique<AtomicObject>();
-  AtomicObject* p = obj.get();
-  p = Opaque(p);
+// The std::atomic baseline's timed loop (one thread or several on one counter).
+inline void AtomicPairs(benchmark::State& state, AtomicObject* p) {
   for (auto _ : state) {
     p->refcount.fetch_add(1, std::memory_order_relaxed);
     Barrier();
     p->refcount.fetch_sub(1, std::memory_order_acq_rel);
     Barrier();
   }
+}
+
+void BM_StdAtomic(benchmark::State& state) {
+  auto obj = std::make_unique<AtomicObject>();
+  AtomicObject* p = obj.get();
+  p = Opaque(p);
+  AtomicPairs(state, p);
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_StdAtomic);
@@ -322,12 +327,7 @@ void BM_StdAtomicContended(benchmark::State& state) {
   static AtomicObject shared_obj;
   AtomicObject* p = &shared_obj;
   p = Opaque(p);
-  for (auto _ : state) {
-    p->refcount.fetch_add(1, std::memory_order_relaxed);
-    Barrier();
-    p->refcount.fetch_sub(1, std::memory_order_acq_rel);
-    Barrier();
-  }
+  AtomicPairs(state, p);
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_StdAtomicContended)->Threads(2);

@@ -99,10 +99,10 @@ using detail::ThreadStatus;
 
 namespace {
 
-// Detaches a thread that exits while still attached (its thread_local destructors run after
-// this one's construction order allows: objects in thread_locals created after attaching are
-// dropped first). Without it the exited thread would keep its id, pin its queued objects and
-// leave the registry pointing at its freed thread-local counters.
+// Detaches a thread that exits while still attached. thread_locals are destroyed in reverse
+// order of construction, so Refs held in thread_locals created after the thread attached are
+// dropped before this runs. Without it the exited thread would keep its id, pin its queued
+// objects and leave the registry pointing at its freed thread-local counters.
 struct ExitGuard {
   ~ExitGuard() {
     if (t_state == nullptr) return;
