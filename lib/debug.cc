@@ -10,6 +10,7 @@
 
 #include "brc/allocator.h"
 #include "brc/refcount.h"
+#include "gc_heap.h"
 #include "mutex.h"
 
 namespace brc::detail {
@@ -51,7 +52,10 @@ void Quarantine(Object* ob, void* mem, const TypeInfo* type) noexcept {
     q.ring[q.next] = Entry{mem, type, &GetAllocator()};
     q.next = (q.next + 1) % kQuarantineCapacity;
   }
-  if (evicted.mem != nullptr) {
+  if (evicted.mem == nullptr) return;
+  if (evicted.type->gc != nullptr) {
+    FreeTrackedBlock(evicted.mem);  // tracked objects live in the collector's heap
+  } else {
     evicted.allocator->Deallocate(evicted.mem, evicted.type->size, evicted.type->align);
   }
 }

@@ -15,6 +15,8 @@
 //    under mu in the same critical section as the status change.
 #include "merge_queue.h"
 
+#include "gc_heap.h"
+
 #include <utility>
 #include <vector>
 
@@ -56,8 +58,9 @@ void DrainQueue(ThreadState* ts) noexcept {
   for (;;) {
     {
       MutexLock lock(&ts->mu);
-      // Relaxed: see QueueToOwner. Cleared under mu, so a push after this sets it again.
-      ts->pending.store(0, std::memory_order_relaxed);
+      // Relaxed: see QueueToOwner. Cleared under mu, so a push after this sets it again. The
+      // stop bit is left alone: it belongs to the stop-the-world handshake.
+      ts->pending.fetch_and(~kPendingMerge, std::memory_order_relaxed);
       if (ts->queue.empty()) break;
       batch.swap(ts->queue);
     }
@@ -70,10 +73,27 @@ void DrainQueue(ThreadState* ts) noexcept {
 }
 
 void SafepointSlow() noexcept {
-  if (t_state != nullptr) DrainQueue(t_state);
+  ThreadState* ts = t_state;
+  if (ts == nullptr || ts->blocking_depth > 0) return;
+  DrainQueue(ts);
+  // Relaxed: the bit only says "look"; ParkIfStopped reads the stop state under a lock.
+  if (ts->pending.load(std::memory_order_relaxed) & kPendingStop) ParkIfStopped(ts);
 }
 
-namespace {
+void ReenterAttached(ThreadState* ts) {
+  for (;;) {
+    {
+      // Taking mu orders this thread after every merge done on its behalf while it was away.
+      MutexLock lock(&ts->mu);
+      // The world may be stopped: a blocked thread cannot rejoin it until it restarts.
+      if (!WorldStoppedByOther(ts->tid)) {
+        ts->status = ThreadStatus::kAttached;
+        return;
+      }
+    }
+    WaitForWorldRestart(ts->tid);
+  }
+}
 
 // Drains until the queue is empty and, in the same critical section, moves to `next`.
 void DrainAndLeaveAttached(ThreadState* ts, ThreadStatus next) {
@@ -82,12 +102,13 @@ void DrainAndLeaveAttached(ThreadState* ts, ThreadStatus next) {
     MutexLock lock(&ts->mu);
     if (ts->queue.empty()) {
       ts->status = next;
+      // A stop waiting for this thread need not wait any longer: wake it now.
+      LeavingAttachedUnderLock(ts);
       return;
     }
   }
 }
 
-}  // namespace
 
 }  // namespace brc::detail
 
@@ -135,6 +156,7 @@ void DetachCurrentThread() {
   BRC_CHECK(ts != nullptr, "DetachCurrentThread on a thread that is not attached");
   BRC_CHECK(ts->blocking_depth == 0, "DetachCurrentThread inside a BlockingScope");
   if (--ts->attach_depth > 0) return;
+  detail::FlushTrackedAllocationCount();
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
   // From here on this thread does no count work (protocol.md §3).
   detail::tls_tid = detail::kNotAttached;
@@ -160,11 +182,7 @@ BlockingScope::~BlockingScope() {
   if (!active_) return;
   ThreadState* ts = t_state;
   if (--ts->blocking_depth > 0) return;
-  {
-    // Taking mu orders this thread after every merge done on its behalf while it was blocked.
-    detail::MutexLock lock(&ts->mu);
-    ts->status = ThreadStatus::kAttached;
-  }
+  detail::ReenterAttached(ts);
   detail::tls_tid = ts->tid;
 }
 

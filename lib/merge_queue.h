@@ -17,6 +17,12 @@ void QueueToOwner(Object* ob) noexcept;
 // freeing what reaches zero. Destructors run without the queue lock held.
 void DrainQueue(ThreadState* ts) noexcept;
 
+// The caller's own state. Drains until the queue is empty and, in the same critical section,
+// leaves kAttached for `next` (kBlocked or kExited), releasing a stop that waited for it.
+void DrainAndLeaveAttached(ThreadState* ts, ThreadStatus next);
+// The caller's own state, kBlocked. Back to kAttached, first waiting out a stop in progress.
+void ReenterAttached(ThreadState* ts);
+
 }  // namespace brc::detail
 
 #endif  // BRC_LIB_MERGE_QUEUE_H_

@@ -26,6 +26,7 @@
 #include "brc/testing.h"
 #include "allocator_internal.h"
 #include "debug.h"
+#include "gc_heap.h"
 #include "merge_queue.h"
 #include "thread_state.h"
 #include "weak_table.h"
@@ -84,7 +85,11 @@ void DestroyAndFree(Object* ob) noexcept {
 #ifdef BRC_DEBUG
   Quarantine(ob, mem, type);  // poisons the header and keeps the memory for a while
 #else
-  ReleaseObjectStorage(mem, type->size, type->align);
+  if (type->gc != nullptr) {
+    FreeTrackedBlock(mem);
+  } else {
+    ReleaseObjectStorage(mem, type->size, type->align);
+  }
 #endif
 }
 
@@ -285,9 +290,17 @@ void Rc::SetMaybeWeak(Object* ob) noexcept {
 }
 
 void Rc::Dealloc(Object* ob) noexcept {
+  // A dying object leaves the collector's view before anything else happens to it: a
+  // collection that a destructor triggers must not trace it (or its deferred-list header).
+  if (ob->type_ != nullptr && ob->type_->gc != nullptr) GcWordOf(ob)->Unset(kGcTracked);
   // First make the object unreachable through weak references. Relaxed: the decrement that
   // took the count to zero (acquire) ordered every writer of the flag before this point.
-  if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) ClearWeakSlotOf(ob);
+  if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
+    WeakCallbacks callbacks;
+    ClearWeakSlotOf(ob, &callbacks);
+    // The object is unreachable through weak references now; callbacks may run user code.
+    if (!callbacks.empty()) RunWeakCallbacks(callbacks);
+  }
   if (t_dealloc_depth >= kMaxDeallocDepth) {
     PushDeferred(ob);
     return;

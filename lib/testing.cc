@@ -44,4 +44,14 @@ std::size_t QueuedObjectsForTesting(uint32_t tid) {
   return ts->queue.size();
 }
 
+uint64_t CollectorHeapPagesForTesting() {
+  uint64_t pages = 0;
+  detail::ForEachThreadState([&](detail::ThreadState* ts) { pages += ts->heap.pages; });
+  return pages;
+}
+
+std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align) {
+  return detail::GcBlockSizeOfList(detail::GcListFor(size, align));  // 0: a page of its own
+}
+
 }  // namespace brc::testing

@@ -7,6 +7,9 @@
 // exiting, summing statistics) is rare and runs under the registry lock.
 #include "thread_state.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <memory>
@@ -68,6 +71,14 @@ class Registry {
     free_ids_.push_back(ts->tid);
   }
 
+  void ForEach(absl::FunctionRef<void(ThreadState*)> fn) {
+    MutexLock lock(&mu_);
+    for (uint32_t tid = 1; tid < next_id_; ++tid) {
+      ThreadState* ts = SlotFor(tid).load(std::memory_order_relaxed);
+      if (ts != nullptr) fn(ts);
+    }
+  }
+
   ThreadState* Lookup(uint32_t tid) noexcept {
     BRC_CHECK(tid != 0 && tid < kChunkSize * kNumChunks, "thread id out of range");
     // Acquire pairs with the release stores in Register: the chunk and the state are fully
@@ -120,14 +131,71 @@ Registry& TheRegistry() {
 
 ThreadState* RegisterCurrentThread() {
   ThreadState* ts = TheRegistry().Register(&tls_stats);
-  {
-    MutexLock lock(&ts->mu);
-    BRC_CHECK(ts->status == ThreadStatus::kExited, "a fresh thread id was still in use");
-    BRC_CHECK(ts->queue.empty(), "an exited thread id still had queued objects");
-    ts->status = ThreadStatus::kAttached;
+  for (;;) {
+    {
+      MutexLock lock(&ts->mu);
+      BRC_CHECK(ts->status == ThreadStatus::kExited, "a fresh thread id was still in use");
+      BRC_CHECK(ts->queue.empty(), "an exited thread id still had queued objects");
+      // A thread cannot join a stopped world: it waits for the restart.
+      if (!WorldStoppedByOther(ts->tid)) {
+        ts->status = ThreadStatus::kAttached;
+        ts->os_tid.store(static_cast<int64_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
+        break;
+      }
+    }
+    WaitForWorldRestart(ts->tid);
   }
   return ts;
 }
+
+WorldState& World() {
+  static WorldState* world = new WorldState();  // never destroyed: threads may outlive main
+  return *world;
+}
+
+void WaitForWorldRestart(uint32_t tid) {
+  WorldState& w = World();
+  std::unique_lock<std::mutex> lock(w.mu);
+  w.restarted.wait(lock, [&] {
+    uint32_t s = w.stopper.load(std::memory_order_relaxed);  // relaxed: read under w.mu
+    return s == 0 || s == tid;
+  });
+}
+
+void LeavingAttachedUnderLock(ThreadState* ts) {
+  WorldState& w = World();
+  std::lock_guard<std::mutex> lock(w.mu);
+  if (ts->stop_counted) {
+    ts->stop_counted = false;
+    if (--w.remaining == 0) w.all_parked.notify_one();
+  }
+}
+
+void ParkIfStopped(ThreadState* ts) {
+  {
+    MutexLock lock(&ts->mu);
+    // Relaxed: the bit only announces the stop; WorldState is read under its mutex below.
+    ts->pending.fetch_and(~kPendingStop, std::memory_order_relaxed);
+  }
+  WorldState& w = World();
+  std::unique_lock<std::mutex> lock(w.mu);
+  auto stopped_by_other = [&] {
+    uint32_t s = w.stopper.load(std::memory_order_relaxed);  // relaxed: read under w.mu
+    return s != 0 && s != ts->tid;
+  };
+  if (!stopped_by_other()) return;
+  // `parked` and the wait share one critical section per wake-up, so a stop that begins
+  // before this thread runs again finds it parked and does not wait for it.
+  ts->parked = true;
+  if (ts->stop_counted) {
+    ts->stop_counted = false;
+    if (--w.remaining == 0) w.all_parked.notify_one();
+  }
+  w.restarted.wait(lock, [&] { return !stopped_by_other(); });
+  ts->parked = false;
+}
+
+void ForEachThreadState(absl::FunctionRef<void(ThreadState*)> fn) { TheRegistry().ForEach(fn); }
 
 void UnregisterCurrentThread(ThreadState* ts) { TheRegistry().Unregister(ts); }
 

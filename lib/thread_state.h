@@ -11,12 +11,16 @@
 #define BRC_LIB_THREAD_STATE_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "brc/object.h"
 #include "brc/stats.h"
+#include "gc_heap.h"
 #include "mutex.h"
 
 namespace brc::detail {
@@ -39,12 +43,27 @@ struct ThreadState {
   // Objects queued to this thread; each entry holds one reference (protocol.md §2).
   std::vector<Object*> queue ABSL_GUARDED_BY(mu);
 
-  // kPendingMerge while the queue is non-empty. Set by queuers and cleared by the owner, both
-  // under mu; read relaxed at safepoints (the queue contents themselves move under mu).
+  // kPendingMerge while the queue is non-empty: set by queuers and cleared by the owner, both
+  // under mu. kPendingStop: set by a stop requester and cleared by this thread, both under mu.
+  // Read relaxed at safepoints (what they announce is then read under a lock).
   std::atomic<uint32_t> pending{0};
 
   // The bound thread's counters while attached; guarded by the registry's lock.
   StatCounters* stats = nullptr;
+
+  // Stop-the-world handshake (lib/stop_the_world.cc), both guarded by World().mu:
+  // the running stop counted this thread and waits for it to park, block or exit;
+  bool stop_counted = false;
+  // the thread is parked at a safepoint (a new stop does not wait for it).
+  bool parked = false;
+  // Kernel thread id of the bound thread, for the watchdog's report. Written by the thread at
+  // attach; read by a stop requester (relaxed: a diagnostic only).
+  std::atomic<int64_t> os_tid{0};
+
+  // The collector's heap of objects allocated under this id (lib/gc_heap.h). Owned by the bound
+  // thread; read by the collector while the world is stopped. It outlives the thread, like the
+  // id: the next thread given this id adopts it.
+  GcHeap heap;
 
   // Written and read only by the thread bound to this id.
   // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
@@ -56,6 +75,41 @@ struct ThreadState {
 
 // The state of the calling thread while attached (or blocked), else nullptr. This thread only.
 extern thread_local ThreadState* t_state;
+
+// Bits of ThreadState::pending.
+inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thread to park
+
+// The stop-the-world state shared by the requester (lib/stop_the_world.cc) and every thread
+// changing status (lib/merge_queue.cc). Lock order: registry lock -> ThreadState::mu -> mu.
+// std::mutex even outside TSan builds: it is never on a hot path and it pairs with
+// std::condition_variable.
+struct WorldState {
+  std::mutex mu;
+  std::condition_variable all_parked;  // the requester waits here for remaining == 0
+  std::condition_variable restarted;   // parked and waiting threads wait here for stopper == 0
+  int remaining = 0;                   // counted threads not yet parked, blocked or exited
+  // Id of the thread holding the world stopped, 0 when it runs. Written under mu; read under
+  // mu or, by a thread about to enter kAttached, under its own ThreadState::mu (acquire, pairs
+  // with the release store made before the requester took that ThreadState::mu).
+  std::atomic<uint32_t> stopper{0};
+};
+WorldState& World();
+
+// True while another thread holds the world stopped: `tid` must not (re)enter kAttached.
+inline bool WorldStoppedByOther(uint32_t tid) noexcept {
+  uint32_t s = World().stopper.load(std::memory_order_acquire);
+  return s != 0 && s != tid;
+}
+// Blocks until no other thread holds the world stopped.
+void WaitForWorldRestart(uint32_t tid);
+// Called by a thread leaving kAttached (to kBlocked or kExited), with ts->mu held: if the
+// running stop counted it, it no longer waits for it (wakes the requester when it was last).
+void LeavingAttachedUnderLock(ThreadState* ts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ts->mu);
+// Parks the calling (attached) thread if another thread holds the world stopped, until it
+// restarts. Called at safepoints after the queue was drained.
+void ParkIfStopped(ThreadState* ts);
+// Every ThreadState ever created (exited ids included), under the registry lock.
+void ForEachThreadState(absl::FunctionRef<void(ThreadState*)> fn);
 
 // Binds the calling thread to the lowest free id, marks it attached and returns its state.
 ThreadState* RegisterCurrentThread();

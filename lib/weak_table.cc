@@ -16,6 +16,8 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "brc/refcount.h"
@@ -29,6 +31,8 @@ struct WeakSlot {
   Object* target;
   uint32_t shard;
   uint64_t weak_refs;
+  // Callbacks of WeakRefs created with one, by callback id; taken when the target is cleared.
+  std::vector<std::pair<uint64_t, std::function<void()>>> callbacks;
 };
 
 namespace {
@@ -60,7 +64,7 @@ WeakSlot* AcquireWeakSlot(Object* ob) {
   MutexLock lock(&shard.mu);
   auto [it, inserted] = shard.slots.try_emplace(ob, nullptr);
   if (inserted) {
-    it->second = new WeakSlot{ob, index, 0};
+    it->second = new WeakSlot{ob, index, 0, {}};
     // Relaxed: read by the thread that frees the object, which is ordered after this thread's
     // reference by the acq_rel of the decrements.
     Rc::flags(ob).fetch_or(kFlagHasWeakRefs, std::memory_order_relaxed);
@@ -104,12 +108,38 @@ bool WeakSlotExpired(WeakSlot* slot) noexcept {
   return slot->target == nullptr;
 }
 
-void ClearWeakSlotOf(Object* ob) noexcept {
+uint64_t AddWeakCallback(WeakSlot* slot, std::function<void()> callback) {
+  static std::atomic<uint64_t> next_id{1};
+  // Relaxed: ids only need to be unique.
+  uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  if (slot->target != nullptr) slot->callbacks.emplace_back(id, std::move(callback));
+  return id;
+}
+
+void RemoveWeakCallback(WeakSlot* slot, uint64_t id) noexcept {
+  std::function<void()> doomed;  // destroyed outside the lock: it may hold WeakRefs
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  for (auto it = slot->callbacks.begin(); it != slot->callbacks.end(); ++it) {
+    if (it->first == id) {
+      doomed = std::move(it->second);
+      slot->callbacks.erase(it);
+      break;
+    }
+  }
+}
+
+void ClearWeakSlotOf(Object* ob, WeakCallbacks* callbacks) noexcept {
   Shard& shard = Shards()[ShardOf(ob)];
   MutexLock lock(&shard.mu);
   auto it = shard.slots.find(ob);
   if (it == shard.slots.end()) return;  // every WeakRef was dropped before the object
-  it->second->target = nullptr;
+  WeakSlot* slot = it->second;
+  slot->target = nullptr;
+  for (auto& [id, cb] : slot->callbacks) callbacks->push_back(std::move(cb));
+  slot->callbacks.clear();
   shard.slots.erase(it);
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <functional>
@@ -55,6 +56,26 @@ inline void RunAttached(const std::function<void()>& fn) {
     fn();
   });
   t.join();
+}
+
+// Joins `t` from an attached thread without holding up a stop of the world meanwhile (joining
+// is blocking: it belongs in a BlockingScope, like any other wait).
+inline void JoinBlocking(std::thread& t) {
+  brc::BlockingScope blocking;
+  t.join();
+}
+
+// Waits until `done()` holds, polling this thread's safepoint. Bounded: returns false after
+// `limit_s` seconds, a hang guard only (the condition is expected to become true quickly).
+template <class Fn>
+bool EventuallyTrue(Fn&& done, int limit_s = 60) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    brc::Safepoint();
+    std::this_thread::yield();
+  }
+  return true;
 }
 
 // Runs `fn` in a forked child with stderr captured; requires that it aborts (SIGABRT) and that

@@ -8,6 +8,11 @@
 // which adds the halves together ("merges") at its next safepoint; when the owner's half
 // reaches zero it merges and gives the object up, and from then on everyone counts atomically.
 //
+// Cycles: reference counting cannot free objects that keep each other alive. Types that can
+// form cycles declare Trace and Clear (brc/visitor.h) and are *tracked*; a stop-the-world
+// cycle collector (brc/collector.h) finds tracked objects that nothing outside their cycle
+// references, runs their finalizers once, and breaks the cycles so that counting frees them.
+//
 // When to use it: a language runtime or object-heavy C++ system where objects are created and
 // mostly used by one thread but may be shared with others at any time, and where std::shared_ptr's
 // atomic count on every copy costs too much. When not: objects that every thread hammers
@@ -19,6 +24,9 @@
 //   brc/ref.h       Ref<T>, Borrowed<T>, Make<T>
 //   brc/refcount.h  IncRef/DecRef, MakeImmortal, GetRefCount
 //   brc/thread.h    ThreadScope, BlockingScope, Safepoint
+//   brc/visitor.h   Visitor: what a tracked type's Trace reports its references to
+//   brc/collector.h Collect, the collector's configuration, Freeze, statistics
+//   brc/stop_the_world.h  StopTheWorld: park every other attached thread
 //   brc/weak_ref.h  WeakRef<T>
 //   brc/allocator.h pluggable object allocator
 //   brc/stats.h     event counters
@@ -27,11 +35,14 @@
 #define BRC_BRC_H_
 
 #include "brc/allocator.h"
+#include "brc/collector.h"
 #include "brc/object.h"
 #include "brc/ref.h"
 #include "brc/refcount.h"
 #include "brc/stats.h"
+#include "brc/stop_the_world.h"
 #include "brc/thread.h"
+#include "brc/visitor.h"
 #include "brc/weak_ref.h"
 
 #endif  // BRC_BRC_H_

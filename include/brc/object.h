@@ -31,10 +31,19 @@
 namespace brc {
 
 class Object;
+class Visitor;
 
 namespace detail {
 struct Rc;
 }  // namespace detail
+
+// What the cycle collector needs from a tracked type (brc/collector.h): a type that declares
+// Trace(Visitor&) const and Clear() gets one, built by Make<T>; leaf types have none.
+struct GcOps {
+  void (*trace)(const Object* ob, Visitor& visitor);
+  void (*clear)(Object* ob);
+  void (*finalize)(Object* ob);  // nullptr when the type declares no Finalize()
+};
 
 // One per object type, built at compile time by brc::Make<T> (see TypeInfoFor<T>).
 struct TypeInfo {
@@ -43,6 +52,9 @@ struct TypeInfo {
   uint32_t align;         // alignof the most-derived type
   // Runs the most-derived destructor and returns the start of the allocation.
   void* (*destroy)(Object* ob) noexcept;
+  // Non-null for tracked container types: their instances live in the collector's heap with an
+  // 8-byte collector word in front of the header (lib/gc_heap.h).
+  const GcOps* gc;
 };
 
 // States in the low two bits of the shared word.

@@ -16,9 +16,11 @@
 #include <utility>
 
 #include "brc/allocator.h"
+#include "brc/detail/gc_word.h"
 #include "brc/detail/type_name.h"
 #include "brc/object.h"
 #include "brc/refcount.h"
+#include "brc/visitor.h"
 
 namespace brc {
 
@@ -34,13 +36,70 @@ void* DestroyAs(Object* ob) noexcept {
   return static_cast<void*>(t);
 }
 
+// A tracked (container) type: brc/visitor.h shows the two members it declares.
+template <class T>
+concept Traced = requires(const T& c, T& m, Visitor& v) {
+  c.Trace(v);
+  m.Clear();
+};
+template <class T>
+concept DeclaresTrace = requires(const T& c, Visitor& v) { c.Trace(v); };
+template <class T>
+concept DeclaresFinalize = requires(T& m) { m.Finalize(); };
+
+template <class T>
+void TraceAs(const Object* ob, Visitor& v) {
+  static_cast<const T*>(ob)->Trace(v);
+}
+template <class T>
+void ClearAs(Object* ob) {
+  static_cast<T*>(ob)->Clear();
+}
+template <class T>
+void FinalizeAs(Object* ob) {
+  static_cast<T*>(ob)->Finalize();
+}
+
+template <class T>
+constexpr void (*FinalizerOf())(Object*) {
+  if constexpr (DeclaresFinalize<T>) {
+    return &FinalizeAs<T>;
+  } else {
+    return nullptr;
+  }
+}
+
+template <class T>
+inline constexpr GcOps kGcOpsFor = {&TraceAs<T>, &ClearAs<T>, FinalizerOf<T>()};
+
+template <class T>
+constexpr const GcOps* GcOpsOf() {
+  static_assert(Traced<T> || !DeclaresTrace<T>,
+                "brc: a type that declares Trace(Visitor&) const must also declare Clear(), "
+                "which drops every reference Trace reports");
+  static_assert(Traced<T> || !DeclaresFinalize<T>,
+                "brc: Finalize() is called by the cycle collector, so only tracked types "
+                "(Trace + Clear) may declare it; a leaf type cleans up in its destructor");
+  if constexpr (Traced<T>) {
+    return &kGcOpsFor<T>;
+  } else {
+    return nullptr;
+  }
+}
+
 template <class T>
 inline constexpr TypeInfo kTypeInfoFor = {
     TypeNameOf<T>(),
     static_cast<uint32_t>(sizeof(T)),
     static_cast<uint32_t>(alignof(T)),
     &DestroyAs<T>,
+    GcOpsOf<T>(),
 };
+
+// The collector's heap (lib/gc_heap.cc). AllocateTracked may first run an automatic collection
+// (brc/collector.h); it returns where the object goes, with a collector word in front of it.
+void* AllocateTracked(std::size_t size, std::size_t align);
+void FreeTrackedStorage(void* object_start) noexcept;
 
 // Reports Make<T> on a thread that is not attached.
 [[noreturn]] void ReportMakeUnattached(std::string_view type_name) noexcept;
@@ -140,8 +199,10 @@ class Borrowed {
   T* ptr_ = nullptr;
 };
 
-// Allocates a T through the configured allocator (brc/allocator.h) and returns the only
-// reference to it, owned by the calling thread. Throws std::bad_alloc when the allocator fails;
+// Allocates a T and returns the only reference to it, owned by the calling thread. Leaf types
+// come from the configured allocator (brc/allocator.h); tracked types (Trace + Clear, see
+// brc/visitor.h) from the collector's heap, and their allocation may first run an automatic
+// collection (brc/collector.h). Throws std::bad_alloc when the allocator fails;
 // an exception from T's constructor propagates after the memory is returned.
 template <class T, class... Args>
 Ref<T> Make(Args&&... args) {
@@ -150,15 +211,23 @@ Ref<T> Make(Args&&... args) {
   if (BRC_UNLIKELY(detail::tls_tid == detail::kNotAttached)) {
     detail::ReportMakeUnattached(detail::kTypeInfoFor<T>.name);
   }
-  void* mem = detail::AllocateObject(sizeof(T), alignof(T));
+  constexpr bool kTracked = detail::kTypeInfoFor<T>.gc != nullptr;
+  void* mem = kTracked ? detail::AllocateTracked(sizeof(T), alignof(T))
+                       : detail::AllocateObject(sizeof(T), alignof(T));
   T* t;
   try {
     t = ::new (mem) T(std::forward<Args>(args)...);
   } catch (...) {
-    detail::FreeObjectStorage(mem, sizeof(T), alignof(T));
+    if constexpr (kTracked) {
+      detail::FreeTrackedStorage(mem);
+    } else {
+      detail::FreeObjectStorage(mem, sizeof(T), alignof(T));
+    }
     throw;
   }
   detail::Rc::SetType(static_cast<Object*>(t), &detail::kTypeInfoFor<T>);
+  // Only now, fully constructed and typed, does the collector see it.
+  if constexpr (kTracked) detail::GcWordOf(t)->Track();
   return Ref<T>::Adopt(t);
 }
 

@@ -35,6 +35,14 @@ void FreeImmortalForTesting(Object* ob);
 // Objects currently waiting in the merge queue of thread `tid`.
 std::size_t QueuedObjectsForTesting(uint32_t tid);
 
+// Pages of the collector's heap, summed over every thread id (racy while others allocate).
+uint64_t CollectorHeapPagesForTesting();
+
+// Bytes a tracked object of `size` bytes and alignment `align` occupies in the collector's heap
+// (its block: collector word, header and fields, rounded to the size class); 0 when it gets a
+// page of its own.
+std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align);
+
 }  // namespace brc::testing
 
 #endif  // BRC_TESTING_H_

@@ -9,6 +9,8 @@
 #ifndef BRC_WEAK_REF_H_
 #define BRC_WEAK_REF_H_
 
+#include <cstdint>
+#include <functional>
 #include <utility>
 
 #include "brc/object.h"
@@ -25,6 +27,10 @@ void ReleaseWeakSlot(WeakSlot* slot) noexcept;
 // A new strong reference to the target, or nullptr if it is gone or dying.
 Object* LockWeakSlot(WeakSlot* slot) noexcept;
 bool WeakSlotExpired(WeakSlot* slot) noexcept;
+// Registers a callback run once the target is cleared; returns its id (0: the target was
+// already gone and the callback was dropped).
+uint64_t AddWeakCallback(WeakSlot* slot, std::function<void()> callback);
+void RemoveWeakCallback(WeakSlot* slot, uint64_t id) noexcept;
 
 }  // namespace detail
 
@@ -34,16 +40,30 @@ class WeakRef {
   WeakRef() noexcept = default;
   explicit WeakRef(const Ref<T>& target)
       : slot_(target ? detail::AcquireWeakSlot(static_cast<Object*>(target.get())) : nullptr) {}
+  // With a callback: once the target is cleared (freed by its last decrement, or found to be
+  // cyclic garbage by the collector), `callback` runs, if this WeakRef is still alive then.
+  // It runs after the target was cleared, so Lock() on any WeakRef to it returns null there.
+  // It runs on the thread that freed the target, or on the collecting thread with the world
+  // running; an exception it throws is caught and reported (brc::SetCollectorErrorHandler).
+  // Copies of this WeakRef share the target but not the callback.
+  WeakRef(const Ref<T>& target, std::function<void()> callback) : WeakRef(target) {
+    if (slot_ != nullptr) callback_id_ = detail::AddWeakCallback(slot_, std::move(callback));
+  }
   WeakRef(const WeakRef& other) noexcept : slot_(other.slot_) {
     if (slot_ != nullptr) detail::RetainWeakSlot(slot_);
   }
-  WeakRef(WeakRef&& other) noexcept : slot_(std::exchange(other.slot_, nullptr)) {}
+  WeakRef(WeakRef&& other) noexcept
+      : slot_(std::exchange(other.slot_, nullptr)),
+        callback_id_(std::exchange(other.callback_id_, 0)) {}
   WeakRef& operator=(WeakRef other) noexcept {
     std::swap(slot_, other.slot_);
+    std::swap(callback_id_, other.callback_id_);
     return *this;
   }
   ~WeakRef() {
-    if (slot_ != nullptr) detail::ReleaseWeakSlot(slot_);
+    if (slot_ == nullptr) return;
+    if (callback_id_ != 0) detail::RemoveWeakCallback(slot_, callback_id_);
+    detail::ReleaseWeakSlot(slot_);
   }
 
   // A strong reference to the object, or null if it has been (or is being) freed.
@@ -56,6 +76,7 @@ class WeakRef {
 
  private:
   detail::WeakSlot* slot_ = nullptr;
+  uint64_t callback_id_ = 0;  // this WeakRef's callback in the slot, 0 for none
 };
 
 }  // namespace brc

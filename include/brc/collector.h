@@ -1,0 +1,137 @@
+// The cycle collector: frees garbage reference cycles among tracked objects.
+//
+// Reference counting frees every object whose count reaches zero, but not objects that keep
+// each other alive in a cycle. Types that can form cycles declare Trace and Clear (see
+// brc/visitor.h); brc::Make then *tracks* their instances, and a collection finds tracked
+// objects that are referenced only from other tracked objects and are unreachable from
+// anything else (a Ref on a stack, in a global, in an untracked object, a count held by
+// another thread). Leaf types (no Trace) are never tracked and cost the collector nothing.
+//
+// A collection (CPython's algorithm, run with the world stopped; protocol.md §5):
+//  1. Every attached thread drains its merge queue and parks (brc/stop_the_world.h).
+//  2. For each tracked object: its references from other tracked objects are counted; those
+//     whose reference count is larger are referenced from outside and are roots; everything
+//     the roots reach is alive, the rest is garbage. With workers > 1 this runs on oneTBB.
+//  3. The collector takes a reference on each garbage object and clears the weak references to
+//     it. The world restarts; weak-reference callbacks run, then finalizers (Finalize(), at most
+//     once per object ever).
+//  4. If any finalizer ran, the world stops again and anything a finalizer made reachable again
+//     (resurrected), and everything it reaches, leaves the garbage set untouched.
+//  5. Clear() runs on each remaining garbage object with the world running, then the collector
+//     drops its references and ordinary decrements free the objects.
+// Callbacks, finalizers and Clear() run on the collecting thread with the world running. An
+// exception they throw is caught and reported (brc::SetCollectorErrorHandler) and the collection
+// goes on.
+//
+// Automatic collections run inside brc::Make of a tracked type once the tracked allocations
+// since the last collection reach both `threshold` and `ratio` times the tracked objects that
+// survived it, so the work per allocation stays bounded however large the heap grows.
+#ifndef BRC_COLLECTOR_H_
+#define BRC_COLLECTOR_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "brc/object.h"
+#include "brc/ref.h"
+#include "brc/visitor.h"
+
+namespace brc {
+
+struct CollectResult {
+  uint64_t scanned = 0;        // tracked objects examined (frozen ones are not)
+  uint64_t unreachable = 0;    // found unreachable by the first pass
+  uint64_t resurrected = 0;    // made reachable again by a finalizer; not cleared, not freed
+  uint64_t collected = 0;      // unreachable objects cleared and freed by this collection
+  uint64_t uncollectable = 0;  // unreachable, but still referenced after Clear() (see README)
+  uint64_t finalized = 0;      // Finalize() calls made
+  uint64_t weak_callbacks = 0; // weak-reference callbacks run
+  uint64_t errors = 0;         // exceptions caught from finalizers, callbacks and Clear()
+  bool automatic = false;      // started by an allocation rather than brc::Collect()
+  absl::Duration time_stopped; // total time the world was stopped (one or two stops)
+  absl::Duration total_time;   // from the start of Collect() to its return
+};
+
+// Runs a full collection on the calling thread (which must be attached) and returns what it
+// did. Runs even when automatic collection is disabled. Errors, with nothing collected:
+//  * FailedPrecondition when called from a finalizer, Clear(), a weak-reference callback or a
+//    collection callback (collections do not nest), or while this thread holds the world
+//    stopped. The message names the rule and, for a finalizer or Clear(), the object's type.
+// Called while another thread is collecting, it waits for that collection to end (as if
+// blocked, delaying nobody) and then runs its own.
+absl::StatusOr<CollectResult> Collect();
+
+struct CollectorConfig {
+  // Automatic collection runs when the tracked allocations since the last collection reach
+  // `threshold` and also `ratio` x the tracked objects alive after the last collection.
+  uint64_t threshold = 2000;
+  double ratio = 0.25;
+  // Marking threads while the world is stopped: 1 marks on the collecting thread; more use a
+  // oneTBB arena of that many threads. Small heaps are always marked serially.
+  int workers = 1;
+};
+// Errors (InvalidArgument): threshold 0, a negative or non-finite ratio, workers < 1 or > 256.
+absl::Status SetCollectorConfig(const CollectorConfig& config);
+CollectorConfig GetCollectorConfig();
+
+// Automatic collection on (the default) or off. Explicit Collect() always runs.
+void EnableCollector() noexcept;
+void DisableCollector() noexcept;
+bool IsCollectorEnabled() noexcept;
+
+// Freeze: every tracked object alive now is left out of later collections (never scanned, never
+// freed by the collector; reference counting still frees it). For a long-lived heap built at
+// start-up. Returns the number of objects frozen. Unfreeze returns them all to collections.
+// Both stop the world; errors as for Collect().
+absl::StatusOr<uint64_t> Freeze();
+absl::StatusOr<uint64_t> Unfreeze();
+
+enum class CollectPhase { kStart, kStop };
+// Called on the collecting thread, with the world running, before (kStart, result empty) and
+// after (kStop, the final result) each collection. Returns an id for RemoveCollectCallback.
+using CollectCallback = std::function<void(CollectPhase, const CollectResult&)>;
+uint64_t AddCollectCallback(CollectCallback callback);
+bool RemoveCollectCallback(uint64_t id);
+
+// Where exceptions from finalizers, callbacks and Clear() are reported: the message names the
+// type and the exception's what(). Default: one line on stderr. nullptr restores the default.
+using CollectorErrorHandler = std::function<void(std::string_view message)>;
+void SetCollectorErrorHandler(CollectorErrorHandler handler);
+
+// Whether `ob` is tracked (a container type, constructed and not being destroyed).
+bool IsTracked(const Object* ob) noexcept;
+// The objects `ob` references, as reported by its Trace (empty for a leaf). Caller: attached.
+std::vector<Ref<Object>> GetReferents(const Object* ob);
+// The tracked objects whose Trace reports `ob`. Stops the world to walk the heap.
+std::vector<Ref<Object>> GetReferrers(const Object* ob);
+
+// Pause-time histogram: bucket i counts stops that lasted [2^i, 2^(i+1)) microseconds (bucket 0
+// also holds shorter ones, the last bucket longer ones).
+inline constexpr int kPauseBuckets = 24;
+
+struct CollectorStats {
+  uint64_t collections = 0;
+  uint64_t automatic_collections = 0;
+  uint64_t collected = 0;
+  uint64_t uncollectable = 0;
+  uint64_t resurrected = 0;
+  uint64_t finalized = 0;
+  uint64_t errors = 0;
+  uint64_t tracked = 0;            // tracked objects alive after the last collection
+  uint64_t frozen = 0;             // objects frozen now
+  uint64_t heap_pages = 0;         // pages of the collector's heap
+  absl::Duration total_stopped;    // all collections' stopped time
+  absl::Duration max_pause;        // the longest single stop
+  std::array<uint64_t, kPauseBuckets> pause_histogram{};
+};
+CollectorStats GetCollectorStats();
+
+}  // namespace brc
+
+#endif  // BRC_COLLECTOR_H_

@@ -1,0 +1,727 @@
+// The cycle collector (protocol.md §5): finds garbage cycles among tracked objects and frees
+// them. Layer: collector, on top of stop-the-world, the collector heap and refcounting.
+//
+// Which threads run what:
+//  * Collect(): one thread at a time (the collection lock), attached. Marking runs with the
+//    world stopped, on that thread or on a oneTBB arena (lib/parallel.h); callbacks,
+//    finalizers, Clear() and the final decrements run on it with the world running.
+//  * OnTrackedAllocations(): every allocating thread, every kGcAllocBatch tracked allocations;
+//    it starts an automatic collection when the schedule says so and nobody else is collecting.
+//
+// Invariants:
+//  * Outside a collection every tracked object has refs == 0 and no kGcReachable/kGcGarbage.
+//  * An object with kGcTracked is fully constructed and not being destroyed (Make sets it last,
+//    Dealloc clears it first), so Trace may run on it while the world is stopped.
+//  * The collector holds one strong reference on every object of its garbage set from the
+//    first stop until the end, so none of them is freed while it works on them.
+//  * kGcFinalized is set, with the world stopped, before Finalize() runs and never cleared.
+#include "brc/collector.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "brc/refcount.h"
+#include "brc/stop_the_world.h"
+#include "gc_heap.h"
+#include "merge_queue.h"
+#include "parallel.h"
+#include "stop_the_world.h"
+#include "thread_state.h"
+#include "weak_table.h"
+
+namespace brc::detail {
+namespace {
+
+// ---- configuration, schedule and statistics ----
+
+struct Shared {
+  std::mutex mu;  // guards everything below that is not atomic
+  CollectorConfig config;
+  CollectorErrorHandler error_handler;
+  std::vector<std::pair<uint64_t, CollectCallback>> callbacks;
+  uint64_t next_callback_id = 1;
+  CollectorStats stats;
+};
+
+Shared& G() {
+  static auto* g = new Shared();  // never destroyed: threads may outlive main
+  return *g;
+}
+
+// Relaxed throughout: these only decide when to collect, never what is garbage.
+std::atomic<bool> g_enabled{true};
+std::atomic<uint64_t> g_allocs_since{0};   // tracked allocations since the last collection
+std::atomic<uint64_t> g_trigger{2000};     // allocations that start the next one
+std::atomic<int> g_workers{1};
+
+std::mutex& CollectLock() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+
+// What the calling thread is doing inside a collection, for Collect()'s nesting error.
+enum class Context { kNone, kCollecting, kCallback, kWeakCallback, kFinalizer, kClear };
+constinit thread_local Context t_context = Context::kNone;
+constinit thread_local const TypeInfo* t_context_type = nullptr;
+
+class ContextScope {
+ public:
+  ContextScope(Context c, const TypeInfo* type) : saved_(t_context), saved_type_(t_context_type) {
+    t_context = c;
+    t_context_type = type;
+  }
+  ~ContextScope() {
+    t_context = saved_;
+    t_context_type = saved_type_;
+  }
+
+ private:
+  Context saved_;
+  const TypeInfo* saved_type_;
+};
+
+void ReportError(const std::string& message) {
+  CollectorErrorHandler handler;
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    handler = G().error_handler;
+  }
+  if (handler) {
+    handler(message);
+  } else {
+    std::fprintf(stderr, "%s\n", message.c_str());
+  }
+}
+
+// Runs fn, catching and reporting what it throws. Returns false if it threw.
+template <class Fn>
+bool Guarded(const char* what, const TypeInfo* type, Fn&& fn) noexcept {
+  try {
+    fn();
+    return true;
+  } catch (const std::exception& e) {
+    std::string msg = std::string("brc: exception in ") + what;
+    if (type != nullptr) msg += " of type " + std::string(type->name);
+    ReportError(msg + ": " + e.what());
+  } catch (...) {
+    std::string msg = std::string("brc: exception in ") + what;
+    if (type != nullptr) msg += " of type " + std::string(type->name);
+    ReportError(msg + ": (not a std::exception)");
+  }
+  return false;
+}
+
+void RecordPause(absl::Duration d) {
+  CollectorStats& s = G().stats;  // caller holds G().mu
+  s.total_stopped += d;
+  s.max_pause = std::max(s.max_pause, d);
+  int64_t us = absl::ToInt64Microseconds(d);
+  int bucket = 0;
+  while (bucket + 1 < kPauseBuckets && (int64_t{2} << bucket) <= us) ++bucket;
+  ++s.pause_histogram[bucket];
+}
+
+// ---- marking, world stopped ----
+
+inline bool Collectable(const Object* ob) noexcept {
+  const TypeInfo* type = ob->type_info();
+  if (type == nullptr || type->gc == nullptr) return false;
+  return (GcWordOf(ob)->bits.load(std::memory_order_relaxed) & (kGcTracked | kGcFrozen)) ==
+         kGcTracked;
+}
+
+inline void TraceObject(Object* ob, Visitor& v) { ob->type_info()->gc->trace(ob, v); }
+
+// Walks the tracked, unfrozen objects of pages [begin, end).
+template <class Fn>
+void ForEachCandidate(const std::vector<GcPage*>& pages, std::size_t begin, std::size_t end,
+                      Fn&& fn) {
+  for (std::size_t i = begin; i < end; ++i) {
+    GcPage* p = pages[i];
+    uint32_t n = p->bump;
+    for (uint32_t b = 0; b < n; ++b) {
+      GcWord* w = p->word(b);
+      if ((w->bits.load(std::memory_order_relaxed) & (kGcTracked | kGcFrozen)) != kGcTracked) {
+        continue;
+      }
+      fn(p->object(b), w);
+    }
+  }
+}
+
+// Pass 1: count, for each candidate, the references to it from other candidates.
+template <bool kParallel>
+class CountVisitor final : public Visitor {
+ public:
+  CountVisitor() noexcept : Visitor(&Fn) {}
+
+ private:
+  static void Fn(Visitor*, Object* r) noexcept {
+    if (!Collectable(r)) return;
+    GcWord* w = GcWordOf(r);
+    if constexpr (kParallel) {
+      // Relaxed: the counts are read only after the pass ends (ParallelFor's join orders it).
+      w->refs.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      w->refs.store(w->refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+  }
+};
+
+// Claims `w` for marking; true if this call set kGcReachable.
+template <bool kParallel>
+inline bool Claim(GcWord* w) noexcept {
+  uint32_t bits = w->bits.load(std::memory_order_relaxed);
+  if (bits & kGcReachable) return false;
+  if constexpr (kParallel) {
+    // Relaxed: only the mark bit is contended, and the fetch_or decides the one claimant.
+    return (w->bits.fetch_or(kGcReachable, std::memory_order_relaxed) & kGcReachable) == 0;
+  } else {
+    w->bits.store(bits | kGcReachable, std::memory_order_relaxed);
+    return true;
+  }
+}
+
+// Pass 2: mark everything reachable from a root (depth first, explicit stack).
+template <bool kParallel>
+class MarkVisitor final : public Visitor {
+ public:
+  explicit MarkVisitor(std::vector<Object*>* stack) noexcept : Visitor(&Fn), stack_(stack) {}
+
+  void MarkFrom(Object* root) {
+    stack_->push_back(root);
+    while (!stack_->empty()) {
+      Object* ob = stack_->back();
+      stack_->pop_back();
+      TraceObject(ob, *this);
+    }
+  }
+
+ private:
+  static void Fn(Visitor* self, Object* r) noexcept {
+    if (!Collectable(r) || !Claim<kParallel>(GcWordOf(r))) return;
+    static_cast<MarkVisitor*>(self)->stack_->push_back(r);
+  }
+  std::vector<Object*>* stack_;
+};
+
+[[noreturn]] void ReportOvercount(Object* ob) {
+  ReportMisuse(ob, "a Trace() reports more references to this object than its reference count "
+                   "(a Trace visits a reference its object does not hold, or visits one twice)");
+}
+
+struct MarkResult {
+  std::vector<Object*> garbage;  // kGcGarbage set on each
+  uint64_t scanned = 0;
+};
+
+struct WorkerState {
+  std::vector<Object*> stack;
+  std::vector<Object*> garbage;
+  uint64_t scanned = 0;
+};
+
+template <bool kParallel>
+MarkResult Mark(const std::vector<GcPage*>& pages, int workers) {
+  std::vector<WorkerState> ws(static_cast<std::size_t>(kParallel ? workers : 1));
+  constexpr std::size_t kGrain = 4;  // pages per chunk
+  int w_count = kParallel ? workers : 1;
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
+    CountVisitor<kParallel> v;
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord*) { TraceObject(ob, v); });
+  });
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
+    WorkerState& me = ws[static_cast<std::size_t>(worker)];
+    MarkVisitor<kParallel> v(&me.stack);
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w) {
+      ++me.scanned;
+      int64_t count = Rc::RefCount(ob);
+      int64_t internal = w->refs.load(std::memory_order_relaxed);
+      // Checked for every object, marked already or not: a Trace that over-reports would
+      // otherwise let the collector free an object that is still referenced.
+      if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
+      if (count > internal && Claim<kParallel>(w)) v.MarkFrom(ob);
+    });
+  });
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
+    WorkerState& me = ws[static_cast<std::size_t>(worker)];
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w) {
+      w->refs.store(0, std::memory_order_relaxed);
+      uint32_t bits = w->bits.load(std::memory_order_relaxed);
+      if (bits & kGcReachable) {
+        w->bits.store(bits & ~kGcReachable, std::memory_order_relaxed);
+      } else {
+        w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
+        me.garbage.push_back(ob);
+      }
+    });
+  });
+  MarkResult r;
+  for (WorkerState& w : ws) {
+    r.scanned += w.scanned;
+    r.garbage.insert(r.garbage.end(), w.garbage.begin(), w.garbage.end());
+  }
+  return r;
+}
+
+// Every page of every heap, after sweeping remote frees and empty pages.
+std::vector<GcPage*> CollectPages() {
+  std::vector<GcPage*> pages;
+  uint64_t total = 0;
+  ForEachThreadState([&](ThreadState* ts) {
+    total += SweepHeap(ts->heap);
+    ForEachPage(ts->heap, [&](GcPage* p) { pages.push_back(p); });
+  });
+  return pages;
+}
+
+// ---- resurrection check, world stopped, over the garbage set only ----
+
+class GarbageCountVisitor final : public Visitor {
+ public:
+  GarbageCountVisitor() noexcept : Visitor(&Fn) {}
+
+ private:
+  static void Fn(Visitor*, Object* r) noexcept {
+    if (r->type_info() == nullptr || r->type_info()->gc == nullptr) return;
+    GcWord* w = GcWordOf(r);
+    if (!w->Has(kGcGarbage)) return;
+    w->refs.store(w->refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+};
+
+class ResurrectVisitor final : public Visitor {
+ public:
+  explicit ResurrectVisitor(std::vector<Object*>* stack) noexcept
+      : Visitor(&Fn), stack_(stack) {}
+
+ private:
+  static void Fn(Visitor* self, Object* r) noexcept {
+    if (r->type_info() == nullptr || r->type_info()->gc == nullptr) return;
+    GcWord* w = GcWordOf(r);
+    if (!w->Has(kGcGarbage)) return;
+    w->Unset(kGcGarbage);
+    static_cast<ResurrectVisitor*>(self)->stack_->push_back(r);
+  }
+  std::vector<Object*>* stack_;
+};
+
+// Removes from the garbage set (clears kGcGarbage on) every member that something outside the
+// set references, beyond the collector's own reference, and every member they reach.
+void FindResurrected(const std::vector<Object*>& garbage) {
+  GarbageCountVisitor count;
+  for (Object* ob : garbage) TraceObject(ob, count);
+  std::vector<Object*> stack;
+  ResurrectVisitor mark(&stack);
+  for (Object* ob : garbage) {
+    GcWord* w = GcWordOf(ob);
+    if (!w->Has(kGcGarbage)) continue;  // already resurrected through another member
+    int64_t outside = Rc::RefCount(ob) - 1 - w->refs.load(std::memory_order_relaxed);
+    if (outside <= 0) continue;
+    w->Unset(kGcGarbage);
+    stack.push_back(ob);
+    while (!stack.empty()) {
+      Object* x = stack.back();
+      stack.pop_back();
+      TraceObject(x, mark);
+    }
+  }
+  for (Object* ob : garbage) GcWordOf(ob)->refs.store(0, std::memory_order_relaxed);
+}
+
+// ---- the collection ----
+
+void RunCollectCallbacks(CollectPhase phase, const CollectResult& result, CollectResult* out) {
+  std::vector<std::pair<uint64_t, CollectCallback>> callbacks;
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    callbacks = G().callbacks;
+  }
+  ContextScope scope(Context::kCallback, nullptr);
+  for (auto& [id, cb] : callbacks) {
+    if (!Guarded("a collection callback", nullptr, [&] { cb(phase, result); })) ++out->errors;
+  }
+}
+
+// Takes the collection lock; while waiting the thread counts as blocked, so a collection
+// running on another thread (which may be stopping the world) does not wait for it.
+void LockCollection(ThreadState* self) {
+  std::mutex& mu = CollectLock();
+  if (mu.try_lock()) return;
+  DrainAndLeaveAttached(self, ThreadStatus::kBlocked);
+  mu.lock();
+  ReenterAttached(self);
+}
+
+CollectResult RunCollection(ThreadState* self, bool automatic) {
+  auto start = std::chrono::steady_clock::now();
+  ContextScope collecting(Context::kCollecting, nullptr);
+  CollectResult result;
+  result.automatic = automatic;
+  RunCollectCallbacks(CollectPhase::kStart, result, &result);
+  DrainQueue(self);
+
+  // Stop 1: find the garbage, take a reference on it, clear weak references to it.
+  auto stop_start = std::chrono::steady_clock::now();
+  StopWorld(self);
+  g_allocs_since.store(0, std::memory_order_relaxed);
+  std::vector<GcPage*> pages = CollectPages();
+  int workers = g_workers.load(std::memory_order_relaxed);
+  constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
+  if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
+    workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
+  }
+  MarkResult marked = workers > 1 ? Mark<true>(pages, workers) : Mark<false>(pages, 1);
+  std::vector<Object*>& garbage = marked.garbage;
+  result.scanned = marked.scanned;
+  result.unreachable = garbage.size();
+  WeakCallbacks weak_callbacks;
+  std::vector<Object*> to_finalize;
+  for (Object* ob : garbage) {
+    Rc::IncRef(ob);
+    if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
+      ClearWeakSlotOf(ob, &weak_callbacks);
+    }
+    GcWord* w = GcWordOf(ob);
+    if (ob->type_info()->gc->finalize != nullptr && !w->Has(kGcFinalized)) {
+      w->Set(kGcFinalized);  // before it runs: it never runs twice, even if it throws
+      to_finalize.push_back(ob);
+    }
+  }
+  RestartWorld();
+  absl::Duration pause1 = absl::FromChrono(std::chrono::steady_clock::now() - stop_start);
+  result.time_stopped += pause1;
+
+  // World running: weak-reference callbacks, then finalizers.
+  {
+    ContextScope scope(Context::kWeakCallback, nullptr);
+    result.weak_callbacks = weak_callbacks.size();
+    result.errors += static_cast<uint64_t>(RunWeakCallbacks(weak_callbacks));
+    weak_callbacks.clear();
+  }
+  for (Object* ob : to_finalize) {
+    const TypeInfo* type = ob->type_info();
+    ContextScope scope(Context::kFinalizer, type);
+    if (!Guarded("Finalize()", type, [&] { type->gc->finalize(ob); })) ++result.errors;
+  }
+  result.finalized = to_finalize.size();
+
+  // Stop 2, only if finalizers ran: drop from the set whatever they made reachable again.
+  absl::Duration pause2;
+  std::vector<Object*> resurrected;
+  if (!to_finalize.empty()) {
+    DrainQueue(self);
+    auto stop2_start = std::chrono::steady_clock::now();
+    StopWorld(self);
+    FindResurrected(garbage);
+    auto keep = std::partition(garbage.begin(), garbage.end(),
+                               [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
+    resurrected.assign(keep, garbage.end());
+    garbage.erase(keep, garbage.end());
+    RestartWorld();
+    pause2 = absl::FromChrono(std::chrono::steady_clock::now() - stop2_start);
+    result.time_stopped += pause2;
+  }
+  result.resurrected = resurrected.size();
+
+  // World running: break the cycles, then let reference counting free them.
+  for (Object* ob : garbage) {
+    const TypeInfo* type = ob->type_info();
+    ContextScope scope(Context::kClear, type);
+    if (!Guarded("Clear()", type, [&] { type->gc->clear(ob); })) ++result.errors;
+  }
+  // Still referenced from elsewhere after every Clear() (an incomplete Clear, or one that
+  // stored the object somewhere): those survive this collection.
+  for (Object* ob : garbage) {
+    if (Rc::RefCount(ob) > 1) ++result.uncollectable;
+    // The collector still holds a reference, so nobody else writes the word now.
+    GcWordOf(ob)->Unset(kGcGarbage);
+  }
+  result.collected = garbage.size() - result.uncollectable;
+  for (Object* ob : garbage) Rc::DecRef(ob);
+  for (Object* ob : resurrected) Rc::DecRef(ob);
+
+  uint64_t survivors = result.scanned - result.collected;
+  uint64_t threshold;
+  double ratio;
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    threshold = G().config.threshold;
+    ratio = G().config.ratio;
+    CollectorStats& s = G().stats;
+    ++s.collections;
+    if (automatic) ++s.automatic_collections;
+    s.collected += result.collected;
+    s.uncollectable += result.uncollectable;
+    s.resurrected += result.resurrected;
+    s.finalized += result.finalized;
+    s.errors += result.errors;
+    s.tracked = survivors;
+    s.heap_pages = pages.size();
+    RecordPause(pause1);
+    if (!to_finalize.empty()) RecordPause(pause2);
+  }
+  // The next automatic collection waits for `ratio` x the surviving heap in new allocations:
+  // the work per allocation stays bounded however large the heap grows (gh-114746).
+  auto by_ratio = static_cast<uint64_t>(ratio * static_cast<double>(survivors));
+  g_trigger.store(std::max(threshold, by_ratio), std::memory_order_relaxed);
+  result.total_time = absl::FromChrono(std::chrono::steady_clock::now() - start);
+  RunCollectCallbacks(CollectPhase::kStop, result, &result);
+  return result;
+}
+
+absl::Status CheckCanCollect(const char* what) {
+  ThreadState* self = t_state;
+  std::string op(what);
+  if (self == nullptr) {
+    return absl::FailedPreconditionError(op + " on a thread that is not attached");
+  }
+  if (self->blocking_depth > 0) {
+    return absl::FailedPreconditionError(op + " inside a brc::BlockingScope");
+  }
+  if (ThisThreadStoppedTheWorld()) {
+    return absl::FailedPreconditionError(
+        op + " while this thread holds the world stopped (brc::StopTheWorld)");
+  }
+  const char* where = nullptr;
+  switch (t_context) {
+    case Context::kNone: return absl::OkStatus();
+    case Context::kCollecting: where = "during a collection on the same thread"; break;
+    case Context::kCallback: where = "from a collection callback"; break;
+    case Context::kWeakCallback: where = "from a weak-reference callback"; break;
+    case Context::kFinalizer: where = "from Finalize()"; break;
+    case Context::kClear: where = "from Clear()"; break;
+  }
+  std::string msg = op + " called " + where;
+  if (t_context_type != nullptr) msg += " of type " + std::string(t_context_type->name);
+  return absl::FailedPreconditionError(msg + ": collections do not nest");
+}
+
+}  // namespace
+
+int RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
+  int errors = 0;
+  for (auto& cb : callbacks) {
+    if (!Guarded("a weak-reference callback", nullptr, cb)) ++errors;
+  }
+  return errors;
+}
+
+void OnTrackedAllocations(uint32_t n) {
+  if (!g_enabled.load(std::memory_order_relaxed)) return;
+  uint64_t total = g_allocs_since.fetch_add(n, std::memory_order_relaxed) + n;
+  if (total < g_trigger.load(std::memory_order_relaxed)) return;
+  if (!CheckCanCollect("automatic collection").ok()) return;
+  // Someone else is collecting (or waiting to): this allocation need not wait for it.
+  if (!CollectLock().try_lock()) return;
+  RunCollection(t_state, /*automatic=*/true);
+  CollectLock().unlock();
+}
+
+}  // namespace brc::detail
+
+namespace brc {
+
+using detail::G;
+
+absl::StatusOr<CollectResult> Collect() {
+  if (absl::Status s = detail::CheckCanCollect("brc::Collect"); !s.ok()) return s;
+  detail::LockCollection(detail::t_state);
+  CollectResult r = detail::RunCollection(detail::t_state, /*automatic=*/false);
+  detail::CollectLock().unlock();
+  return r;
+}
+
+absl::Status SetCollectorConfig(const CollectorConfig& config) {
+  if (config.threshold == 0) {
+    return absl::InvalidArgumentError("SetCollectorConfig: threshold must be at least 1");
+  }
+  if (!std::isfinite(config.ratio) || config.ratio < 0) {
+    return absl::InvalidArgumentError(
+        "SetCollectorConfig: ratio must be a finite number >= 0, not " +
+        std::to_string(config.ratio));
+  }
+  if (config.workers < 1 || config.workers > 256) {
+    return absl::InvalidArgumentError("SetCollectorConfig: workers must be in [1, 256], not " +
+                                      std::to_string(config.workers));
+  }
+  std::lock_guard<std::mutex> lock(G().mu);
+  G().config = config;
+  detail::g_workers.store(config.workers, std::memory_order_relaxed);
+  uint64_t survivors = G().stats.tracked;
+  auto by_ratio = static_cast<uint64_t>(config.ratio * static_cast<double>(survivors));
+  detail::g_trigger.store(std::max(config.threshold, by_ratio), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+CollectorConfig GetCollectorConfig() {
+  std::lock_guard<std::mutex> lock(G().mu);
+  return G().config;
+}
+
+void EnableCollector() noexcept { detail::g_enabled.store(true, std::memory_order_relaxed); }
+void DisableCollector() noexcept { detail::g_enabled.store(false, std::memory_order_relaxed); }
+bool IsCollectorEnabled() noexcept { return detail::g_enabled.load(std::memory_order_relaxed); }
+
+namespace {
+
+// Stops the world under the collection lock and applies fn to every tracked object.
+absl::StatusOr<uint64_t> ForAllTracked(const char* what,
+                                       absl::FunctionRef<bool(Object*, detail::GcWord*)> fn) {
+  if (absl::Status s = detail::CheckCanCollect(what); !s.ok()) return s;
+  detail::ThreadState* self = detail::t_state;
+  detail::LockCollection(self);
+  detail::ContextScope scope(detail::Context::kCollecting, nullptr);
+  uint64_t n = 0;
+  detail::StopWorld(self);
+  std::vector<detail::GcPage*> pages = detail::CollectPages();
+  for (detail::GcPage* p : pages) {
+    for (uint32_t b = 0; b < p->bump; ++b) {
+      detail::GcWord* w = p->word(b);
+      if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
+    }
+  }
+  detail::RestartWorld();
+  detail::CollectLock().unlock();
+  return n;
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> Freeze() {
+  auto n = ForAllTracked("brc::Freeze", [](Object*, detail::GcWord* w) {
+    if (w->Has(detail::kGcFrozen)) return false;
+    w->Set(detail::kGcFrozen);
+    return true;
+  });
+  if (n.ok()) {
+    std::lock_guard<std::mutex> lock(G().mu);
+    G().stats.frozen += *n;
+    G().stats.tracked -= std::min(G().stats.tracked, *n);
+  }
+  return n;
+}
+
+absl::StatusOr<uint64_t> Unfreeze() {
+  auto n = ForAllTracked("brc::Unfreeze", [](Object*, detail::GcWord* w) {
+    if (!w->Has(detail::kGcFrozen)) return false;
+    w->Unset(detail::kGcFrozen);
+    return true;
+  });
+  if (n.ok()) {
+    std::lock_guard<std::mutex> lock(G().mu);
+    G().stats.frozen = 0;
+    G().stats.tracked += *n;
+  }
+  return n;
+}
+
+uint64_t AddCollectCallback(CollectCallback callback) {
+  std::lock_guard<std::mutex> lock(G().mu);
+  uint64_t id = G().next_callback_id++;
+  G().callbacks.emplace_back(id, std::move(callback));
+  return id;
+}
+
+bool RemoveCollectCallback(uint64_t id) {
+  CollectCallback doomed;  // destroyed after the lock is released
+  std::lock_guard<std::mutex> lock(G().mu);
+  auto& cbs = G().callbacks;
+  for (auto it = cbs.begin(); it != cbs.end(); ++it) {
+    if (it->first == id) {
+      doomed = std::move(it->second);
+      cbs.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void SetCollectorErrorHandler(CollectorErrorHandler handler) {
+  std::lock_guard<std::mutex> lock(G().mu);
+  G().error_handler = std::move(handler);
+}
+
+bool IsTracked(const Object* ob) noexcept {
+  const TypeInfo* type = ob->type_info();
+  return type != nullptr && type->gc != nullptr && detail::GcWordOf(ob)->Has(detail::kGcTracked);
+}
+
+namespace {
+
+class CollectVisitor final : public Visitor {
+ public:
+  explicit CollectVisitor(std::vector<Object*>* out) noexcept : Visitor(&Fn), out_(out) {}
+
+ private:
+  static void Fn(Visitor* self, Object* r) noexcept {
+    static_cast<CollectVisitor*>(self)->out_->push_back(r);
+  }
+  std::vector<Object*>* out_;
+};
+
+class FindVisitor final : public Visitor {
+ public:
+  explicit FindVisitor(const Object* target) noexcept : Visitor(&Fn), target_(target) {}
+  bool found = false;
+
+ private:
+  static void Fn(Visitor* self, Object* r) noexcept {
+    auto* me = static_cast<FindVisitor*>(self);
+    if (r == me->target_) me->found = true;
+  }
+  const Object* target_;
+};
+
+}  // namespace
+
+std::vector<Ref<Object>> GetReferents(const Object* ob) {
+  std::vector<Ref<Object>> out;
+  const TypeInfo* type = ob->type_info();
+  if (type == nullptr || type->gc == nullptr) return out;
+  std::vector<Object*> raw;
+  CollectVisitor v(&raw);
+  type->gc->trace(ob, v);
+  out.reserve(raw.size());
+  for (Object* r : raw) out.push_back(Ref<Object>::NewRef(r));
+  return out;
+}
+
+std::vector<Ref<Object>> GetReferrers(const Object* target) {
+  std::vector<Ref<Object>> out;
+  auto scan = [&] {
+    std::vector<detail::GcPage*> pages = detail::CollectPages();
+    for (detail::GcPage* p : pages) {
+      for (uint32_t b = 0; b < p->bump; ++b) {
+        if (!p->word(b)->Has(detail::kGcTracked)) continue;
+        Object* ob = p->object(b);
+        FindVisitor v(target);
+        detail::TraceObject(ob, v);
+        // A new reference while the world is stopped: the referrer cannot be freed meanwhile.
+        if (v.found) out.push_back(Ref<Object>::NewRef(ob));
+      }
+    }
+  };
+  if (detail::ThisThreadStoppedTheWorld()) {
+    scan();
+  } else {
+    StopTheWorld stop;
+    scan();
+  }
+  return out;
+}
+
+CollectorStats GetCollectorStats() {
+  std::lock_guard<std::mutex> lock(G().mu);
+  return G().stats;
+}
+
+}  // namespace brc

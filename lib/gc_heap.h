@@ -1,0 +1,130 @@
+// The collector's heap: where tracked objects live, and how the collector finds them.
+//
+// Each thread id has a GcHeap of 64 KiB pages, one list of pages per size class. A page is an
+// array of equal blocks; each block holds an 8-byte collector word (brc/detail/gc_word.h)
+// followed by the object. The collector enumerates tracked objects by walking pages, so no
+// per-object list links are needed and allocation and free touch no global lock or atomic:
+//  * allocation (owner thread only): pop the page's local free list, or bump, or take the
+//    page's remote-free list, or move to another page of the class, or map a new page;
+//  * free by the owner: push on the local free list;
+//  * free by another thread: one CAS pushing the block on that page's remote-free list (a
+//    per-page atomic; the page's owner reclaims the list when it runs out of blocks).
+// A block's collector word reads kGcAllocated from allocation to free, so a walk with the world
+// stopped sees exactly the live blocks. Objects above 8 KiB (or aligned above 16) get a page of
+// their own.
+//
+// Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
+// thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
+// (reclaims remote frees, returns empty pages). A heap outlives its thread, like the id, and
+// the next thread bound to the id adopts it.
+#ifndef BRC_LIB_GC_HEAP_H_
+#define BRC_LIB_GC_HEAP_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "brc/allocator.h"
+#include "brc/detail/gc_word.h"
+#include "brc/object.h"
+
+namespace brc::detail {
+
+inline constexpr std::size_t kGcPageSize = std::size_t{64} << 10;
+inline constexpr std::size_t kGcPageHeader = 128;  // bytes before the first block
+// Block sizes of the small classes (collector word and alignment padding included).
+inline constexpr uint32_t kGcClassSizes[] = {
+    32,  48,  64,  80,   96,   112,  128,  160,  192,  224,  256,  320,  384,  448,
+    512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 5120, 8192};
+inline constexpr int kGcSmallClasses = sizeof(kGcClassSizes) / sizeof(kGcClassSizes[0]);
+// Class index = size class * 2 + (object offset 16 ? 1 : 0); one more list for large objects.
+inline constexpr int kGcLarge = 2 * kGcSmallClasses;
+inline constexpr int kGcLists = kGcLarge + 1;
+
+struct GcHeap;
+
+struct GcFreeBlock {
+  GcFreeBlock* next;
+};
+
+struct alignas(64) GcPage {
+  // Fixed when the page is made.
+  GcHeap* heap;
+  Allocator* allocator;  // made the page's memory and gets it back
+  std::size_t bytes;     // size of the page's memory
+  uint32_t block_size;
+  uint32_t capacity;     // blocks in the page
+  uint32_t obj_offset;   // object start within a block; the collector word is just before it
+  int list;              // index in GcHeap::lists
+  // Owner thread only, and the collector while the world is stopped.
+  GcPage* prev = nullptr;
+  GcPage* next = nullptr;
+  uint32_t bump = 0;     // blocks [0, bump) have been handed out at least once
+  uint32_t used = 0;     // allocated blocks, counting remote frees not yet reclaimed
+  GcFreeBlock* local_free = nullptr;
+  // Any thread pushes (CAS, release); the owner or the stopped collector takes the whole list
+  // (exchange, acquire: pairs with the pushes, so the freed blocks' writes are visible).
+  std::atomic<GcFreeBlock*> remote_free{nullptr};
+
+  char* block(uint32_t i) noexcept {
+    return reinterpret_cast<char*>(this) + kGcPageHeader + std::size_t{i} * block_size;
+  }
+  GcWord* word(uint32_t i) noexcept {
+    return reinterpret_cast<GcWord*>(block(i) + obj_offset - sizeof(GcWord));
+  }
+  Object* object(uint32_t i) noexcept { return reinterpret_cast<Object*>(block(i) + obj_offset); }
+};
+static_assert(sizeof(GcPage) <= kGcPageHeader);
+
+struct GcHeap {
+  // Owner thread only, and the collector while the world is stopped.
+  GcPage* lists[kGcLists] = {};    // pages per class; the head is where allocation goes
+  GcPage* tails[kGcLists] = {};    // full pages rotate to the back
+  uint64_t pages = 0;
+};
+
+// The small-class list for an object of `size` bytes aligned to `align`, or kGcLarge when it
+// gets a page of its own.
+int GcListFor(std::size_t size, std::size_t align) noexcept;
+inline uint32_t GcBlockSizeOfList(int list) noexcept {
+  return list == kGcLarge ? 0 : kGcClassSizes[list / 2];
+}
+
+// The page holding a tracked object.
+inline GcPage* GcPageOf(const Object* ob) noexcept {
+  return reinterpret_cast<GcPage*>(reinterpret_cast<uintptr_t>(ob) & ~(kGcPageSize - 1));
+}
+
+// Calls fn(page) for every page of `heap`. World stopped (or the heap's owner).
+template <class Fn>
+void ForEachPage(GcHeap& heap, Fn&& fn) {
+  for (GcPage* head : heap.lists) {
+    for (GcPage* p = head; p != nullptr;) {
+      GcPage* next = p->next;  // fn may release p
+      fn(p);
+      p = next;
+    }
+  }
+}
+
+// Returns a tracked object's block to its page (locally, or to the page's remote-free list
+// when the page belongs to another thread's heap). The object has been destroyed. No stats.
+void FreeTrackedBlock(void* object_start) noexcept;
+
+// World stopped: takes every page's remote frees into its local list and returns pages with
+// no allocated block to their allocator (keeping each class's head page). Returns the number
+// of pages left.
+uint64_t SweepHeap(GcHeap& heap) noexcept;
+
+// Hook into the collector (lib/collector.cc), called by the allocating thread every
+// kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.
+inline constexpr uint32_t kGcAllocBatch = 64;
+void OnTrackedAllocations(uint32_t n);
+// Reports this thread's not yet reported allocations (at detach: an exiting thread's count must
+// not be lost, or short-lived threads would never trigger a collection).
+void FlushTrackedAllocationCount();
+
+}  // namespace brc::detail
+
+#endif  // BRC_LIB_GC_HEAP_H_

@@ -1,0 +1,183 @@
+// Stopping the world, requester side (the parking side is ParkIfStopped in lib/thread_state.cc,
+// reached from Safepoint()).
+//
+// Protocol (protocol.md §4), all under the one stop lock that makes stops exclusive:
+//  1. Publish WorldState::stopper = this thread. From then on no thread can enter kAttached
+//     (attach, leaving a BlockingScope): each checks stopper under its own ThreadState::mu.
+//  2. Visit every thread state under its mu: an attached thread that is not already parked is
+//     counted (stop_counted, remaining++) and its pending word gets kPendingStop, so its next
+//     Safepoint() drains its queue and parks. Blocked, exited and parked threads are skipped.
+//  3. Wait until remaining == 0. Parking, blocking and exiting threads decrement it under
+//     WorldState::mu and the last one signals at once: there is no polling interval.
+//     The watchdog reports the threads still counted after each timeout.
+// Restart: stopper = 0 and wake everyone waiting on `restarted`.
+//
+// Why nobody is missed: a thread's status change and the requester's visit both hold the
+// thread's mu, so either the thread entered kAttached before the visit (and is counted) or it
+// sees stopper set and waits. A thread that leaves kAttached after being counted releases the
+// count in the same critical section.
+#include "stop_the_world.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "brc/stop_the_world.h"
+#include "merge_queue.h"
+
+namespace brc::detail {
+namespace {
+
+std::mutex& StopLock() {
+  static auto* mu = new std::mutex();  // never destroyed: threads may outlive main
+  return *mu;
+}
+
+// Guarded by StopLock(): the threads the running stop counted.
+std::vector<ThreadState*>& CountedThreads() {
+  static auto* counted = new std::vector<ThreadState*>();
+  return *counted;
+}
+
+constinit thread_local bool t_holds_stop = false;
+
+struct WatchdogConfig {
+  std::mutex mu;
+  absl::Duration timeout = absl::Seconds(1);
+  WatchdogHandler handler;  // empty: DefaultReport
+};
+
+WatchdogConfig& Watchdog() {
+  static auto* config = new WatchdogConfig();
+  return *config;
+}
+
+std::string OsThreadName(int64_t os_tid) {
+  std::ifstream comm("/proc/self/task/" + std::to_string(os_tid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
+void DefaultReport(const LaggingThread& t) {
+  std::fprintf(stderr,
+               "brc: stop-the-world watchdog: thread %u (os tid %lld, name \"%s\") has not "
+               "reached a safepoint after %lld ms\n",
+               t.id, static_cast<long long>(t.os_tid), t.name.c_str(),
+               static_cast<long long>(absl::ToInt64Milliseconds(t.waited)));
+}
+
+}  // namespace
+
+absl::Duration StopWorld(ThreadState* self) {
+  BRC_CHECK(self != nullptr,
+            "brc::StopTheWorld (or a collection) on a thread that is not attached");
+  BRC_CHECK(!t_holds_stop, "brc::StopTheWorld while this thread already holds the world "
+                           "stopped (stops do not nest)");
+  BRC_CHECK(self->blocking_depth == 0, "brc::StopTheWorld inside a BlockingScope");
+  std::mutex& stop = StopLock();
+  if (!stop.try_lock()) {
+    // Another stop is running and may be waiting for this thread: wait as a blocked thread,
+    // which it does not wait for, then come back (no stop can be active once we hold the lock).
+    DrainAndLeaveAttached(self, ThreadStatus::kBlocked);
+    stop.lock();
+    ReenterAttached(self);
+  }
+  t_holds_stop = true;
+  absl::Duration timeout;
+  WatchdogHandler handler;
+  {
+    WatchdogConfig& wd = Watchdog();
+    std::lock_guard<std::mutex> lock(wd.mu);
+    timeout = wd.timeout;
+    handler = wd.handler;
+  }
+  auto start = std::chrono::steady_clock::now();
+  WorldState& w = World();
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    w.remaining = 0;
+    // Release pairs with the acquire in WorldStoppedByOther.
+    w.stopper.store(self->tid, std::memory_order_release);
+  }
+  std::vector<ThreadState*>& counted = CountedThreads();
+  counted.clear();
+  ForEachThreadState([&](ThreadState* ts) {
+    if (ts == self) return;
+    MutexLock ts_lock(&ts->mu);
+    if (ts->status != ThreadStatus::kAttached) return;
+    std::lock_guard<std::mutex> lock(w.mu);
+    if (ts->parked) return;
+    ts->stop_counted = true;
+    ++w.remaining;
+    // Relaxed: the bit only sends the thread to ParkIfStopped, which reads WorldState under mu.
+    ts->pending.fetch_or(kPendingStop, std::memory_order_relaxed);
+    counted.push_back(ts);
+  });
+  auto step = std::chrono::nanoseconds(absl::ToInt64Nanoseconds(timeout));
+  auto deadline = start + step;
+  std::unique_lock<std::mutex> lock(w.mu);
+  while (w.remaining > 0) {
+    if (w.all_parked.wait_until(lock, deadline) != std::cv_status::timeout) continue;
+    std::vector<LaggingThread> lagging;
+    for (ThreadState* ts : counted) {
+      if (!ts->stop_counted) continue;
+      lagging.push_back({ts->tid, ts->os_tid.load(std::memory_order_relaxed), "",
+                         absl::FromChrono(std::chrono::steady_clock::now() - start)});
+    }
+    lock.unlock();
+    for (LaggingThread& t : lagging) {
+      t.name = OsThreadName(t.os_tid);
+      if (handler) {
+        handler(t);
+      } else {
+        DefaultReport(t);
+      }
+    }
+    deadline += step;
+    lock.lock();
+  }
+  return absl::FromChrono(std::chrono::steady_clock::now() - start);
+}
+
+void RestartWorld() {
+  BRC_CHECK(t_holds_stop, "restarting a world this thread did not stop");
+  WorldState& w = World();
+  {
+    std::lock_guard<std::mutex> lock(w.mu);
+    // Release: everything the stopper wrote happens-before the parked threads run again (they
+    // also re-read it under w.mu).
+    w.stopper.store(0, std::memory_order_release);
+  }
+  w.restarted.notify_all();
+  t_holds_stop = false;
+  StopLock().unlock();
+}
+
+bool ThisThreadStoppedTheWorld() noexcept { return t_holds_stop; }
+
+}  // namespace brc::detail
+
+namespace brc {
+
+StopTheWorld::StopTheWorld() : time_to_stop_(detail::StopWorld(detail::t_state)) {}
+
+StopTheWorld::~StopTheWorld() { detail::RestartWorld(); }
+
+bool IsWorldStoppedByThisThread() noexcept { return detail::ThisThreadStoppedTheWorld(); }
+
+absl::Status SetStopWatchdog(absl::Duration timeout, WatchdogHandler handler) {
+  if (timeout <= absl::ZeroDuration() || timeout == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError("SetStopWatchdog: the timeout must be positive and finite");
+  }
+  detail::WatchdogConfig& wd = detail::Watchdog();
+  std::lock_guard<std::mutex> lock(wd.mu);
+  wd.timeout = timeout;
+  wd.handler = std::move(handler);
+  return absl::OkStatus();
+}
+
+}  // namespace brc
