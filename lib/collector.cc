@@ -9,7 +9,8 @@
 //    it starts an automatic collection when the schedule says so and nobody else is collecting.
 //
 // Invariants:
-//  * Outside a collection every tracked object has refs == 0 and no kGcReachable/kGcGarbage.
+//  * Outside a collection every tracked object has refs == 0 and no kGcGarbage; its mark
+//    epoch is older than the next collection's.
 //  * An object with kGcTracked is fully constructed and not being destroyed (Make sets it last,
 //    Dealloc clears it first), so Trace may run on it while the world is stopped.
 //  * The collector holds one strong reference on every object of its garbage set from the
@@ -28,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "brc/refcount.h"
 #include "brc/stop_the_world.h"
 #include "gc_heap.h"
@@ -131,11 +133,21 @@ void RecordPause(absl::Duration d) {
 
 // ---- marking, world stopped ----
 
+// The number of the running collection (1 .. kGcEpochLimit - 1), written into an object's
+// collector word when it is marked reachable. Written by the collecting thread under the
+// collection lock; read by marking workers (ParallelFor orders it).
+uint32_t g_epoch = 0;
+
+// Tracked, unfrozen: what a collection scans. kFlagGcHeap first, because only objects of
+// tracked types have a collector word to read.
 inline bool Collectable(const Object* ob) noexcept {
-  const TypeInfo* type = ob->type_info();
-  if (type == nullptr || type->gc == nullptr) return false;
+  if (!(Rc::flags(ob).load(std::memory_order_relaxed) & kFlagGcHeap)) return false;
   return (GcWordOf(ob)->bits.load(std::memory_order_relaxed) & (kGcTracked | kGcFrozen)) ==
          kGcTracked;
+}
+
+inline bool MarkedIn(uint32_t bits, uint32_t epoch) noexcept {
+  return (bits >> kGcEpochShift) == epoch;
 }
 
 inline void TraceObject(Object* ob, Visitor& v) { ob->type_info()->gc->trace(ob, v); }
@@ -149,10 +161,9 @@ void ForEachCandidate(const std::vector<GcPage*>& pages, std::size_t begin, std:
     uint32_t n = p->bump;
     for (uint32_t b = 0; b < n; ++b) {
       GcWord* w = p->word(b);
-      if ((w->bits.load(std::memory_order_relaxed) & (kGcTracked | kGcFrozen)) != kGcTracked) {
-        continue;
-      }
-      fn(p->object(b), w);
+      uint32_t bits = w->bits.load(std::memory_order_relaxed);
+      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;
+      fn(p->object(b), w, bits);
     }
   }
 }
@@ -176,16 +187,22 @@ class CountVisitor final : public Visitor {
   }
 };
 
-// Claims `w` for marking; true if this call set kGcReachable.
+// Marks `w` reachable in this collection; true if this call did it (and must trace it).
 template <bool kParallel>
-inline bool Claim(GcWord* w) noexcept {
+inline bool Claim(GcWord* w, uint32_t epoch) noexcept {
   uint32_t bits = w->bits.load(std::memory_order_relaxed);
-  if (bits & kGcReachable) return false;
   if constexpr (kParallel) {
-    // Relaxed: only the mark bit is contended, and the fetch_or decides the one claimant.
-    return (w->bits.fetch_or(kGcReachable, std::memory_order_relaxed) & kGcReachable) == 0;
+    // Relaxed: only the epoch field is contended during marking; the CAS picks one claimant.
+    while (!MarkedIn(bits, epoch)) {
+      if (w->bits.compare_exchange_weak(bits, (bits & kGcFlagMask) | (epoch << kGcEpochShift),
+                                        std::memory_order_relaxed, std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
   } else {
-    w->bits.store(bits | kGcReachable, std::memory_order_relaxed);
+    if (MarkedIn(bits, epoch)) return false;
+    w->bits.store((bits & kGcFlagMask) | (epoch << kGcEpochShift), std::memory_order_relaxed);
     return true;
   }
 }
@@ -194,9 +211,11 @@ inline bool Claim(GcWord* w) noexcept {
 template <bool kParallel>
 class MarkVisitor final : public Visitor {
  public:
-  explicit MarkVisitor(std::vector<Object*>* stack) noexcept : Visitor(&Fn), stack_(stack) {}
+  MarkVisitor(std::vector<Object*>* stack, uint32_t epoch) noexcept
+      : Visitor(&Fn), stack_(stack), epoch_(epoch) {}
 
   void MarkFrom(Object* root) {
+    ++marked;
     stack_->push_back(root);
     while (!stack_->empty()) {
       Object* ob = stack_->back();
@@ -204,13 +223,17 @@ class MarkVisitor final : public Visitor {
       TraceObject(ob, *this);
     }
   }
+  uint64_t marked = 0;
 
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
-    if (!Collectable(r) || !Claim<kParallel>(GcWordOf(r))) return;
-    static_cast<MarkVisitor*>(self)->stack_->push_back(r);
+    auto* me = static_cast<MarkVisitor*>(self);
+    if (!Collectable(r) || !Claim<kParallel>(GcWordOf(r), me->epoch_)) return;
+    ++me->marked;
+    me->stack_->push_back(r);
   }
   std::vector<Object*>* stack_;
+  uint32_t epoch_;
 };
 
 [[noreturn]] void ReportOvercount(Object* ob) {
@@ -218,58 +241,85 @@ class MarkVisitor final : public Visitor {
                    "(a Trace visits a reference its object does not hold, or visits one twice)");
 }
 
+struct WorkerState {
+  std::vector<Object*> stack;
+  std::vector<Object*> garbage;
+  uint64_t scanned = 0;
+  uint64_t marked = 0;
+};
+
 struct MarkResult {
   std::vector<Object*> garbage;  // kGcGarbage set on each
   uint64_t scanned = 0;
 };
 
-struct WorkerState {
-  std::vector<Object*> stack;
-  std::vector<Object*> garbage;
-  uint64_t scanned = 0;
-};
-
+// Finds the unreachable candidates: two passes over the heap when nothing is garbage, three
+// otherwise. Leaves every candidate's refs at 0 and marks in the epoch field only.
+// With one worker, `take` runs on each garbage object as it is found (it may do count work:
+// the caller is the collecting thread); with several, the caller runs it afterwards.
 template <bool kParallel>
-MarkResult Mark(const std::vector<GcPage*>& pages, int workers) {
-  std::vector<WorkerState> ws(static_cast<std::size_t>(kParallel ? workers : 1));
-  constexpr std::size_t kGrain = 4;  // pages per chunk
+MarkResult Mark(const std::vector<GcPage*>& pages, int workers, uint32_t epoch,
+                absl::FunctionRef<void(Object*)> take) {
   int w_count = kParallel ? workers : 1;
+  std::vector<WorkerState> ws(static_cast<std::size_t>(w_count));
+  constexpr std::size_t kGrain = 4;  // pages per chunk
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
     CountVisitor<kParallel> v;
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord*) { TraceObject(ob, v); });
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord*, uint32_t) { TraceObject(ob, v); });
   });
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    MarkVisitor<kParallel> v(&me.stack);
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w) {
+    MarkVisitor<kParallel> v(&me.stack, epoch);
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t) {
       ++me.scanned;
       int64_t count = Rc::RefCount(ob);
       int64_t internal = w->refs.load(std::memory_order_relaxed);
+      w->refs.store(0, std::memory_order_relaxed);  // its last use in this collection
       // Checked for every object, marked already or not: a Trace that over-reports would
       // otherwise let the collector free an object that is still referenced.
       if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
-      if (count > internal && Claim<kParallel>(w)) v.MarkFrom(ob);
+      if (count > internal && Claim<kParallel>(w, epoch)) v.MarkFrom(ob);
     });
-  });
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
-    WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w) {
-      w->refs.store(0, std::memory_order_relaxed);
-      uint32_t bits = w->bits.load(std::memory_order_relaxed);
-      if (bits & kGcReachable) {
-        w->bits.store(bits & ~kGcReachable, std::memory_order_relaxed);
-      } else {
-        w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
-        me.garbage.push_back(ob);
-      }
-    });
+    me.marked += v.marked;
   });
   MarkResult r;
+  uint64_t marked = 0;
   for (WorkerState& w : ws) {
     r.scanned += w.scanned;
+    marked += w.marked;
+  }
+  if (marked == r.scanned) return r;  // everything reachable: no third pass
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
+    WorkerState& me = ws[static_cast<std::size_t>(worker)];
+    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t bits) {
+      if (MarkedIn(bits, epoch)) return;
+      w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
+      me.garbage.push_back(ob);
+      if constexpr (!kParallel) take(ob);
+    });
+  });
+  for (WorkerState& w : ws) {
     r.garbage.insert(r.garbage.end(), w.garbage.begin(), w.garbage.end());
   }
+  if constexpr (kParallel) {
+    for (Object* ob : r.garbage) take(ob);
+  }
   return r;
+}
+
+// Starts a collection's epoch. At the (rare) wrap-around every object's mark is reset to 0
+// first, so that no stale mark can read as current. World stopped.
+uint32_t NextEpoch(const std::vector<GcPage*>& pages) {
+  if (++g_epoch < kGcEpochLimit) return g_epoch;
+  for (GcPage* p : pages) {
+    for (uint32_t b = 0; b < p->bump; ++b) {
+      GcWord* w = p->word(b);
+      w->bits.store(w->bits.load(std::memory_order_relaxed) & kGcFlagMask,
+                    std::memory_order_relaxed);
+    }
+  }
+  g_epoch = 1;
+  return g_epoch;
 }
 
 // Every page of every heap, after sweeping remote frees and empty pages.
@@ -379,23 +429,27 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
     workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
   }
-  MarkResult marked = workers > 1 ? Mark<true>(pages, workers) : Mark<false>(pages, 1);
-  std::vector<Object*>& garbage = marked.garbage;
-  result.scanned = marked.scanned;
-  result.unreachable = garbage.size();
+  uint32_t epoch = NextEpoch(pages);
   WeakCallbacks weak_callbacks;
   std::vector<Object*> to_finalize;
-  for (Object* ob : garbage) {
+  // For each garbage object: the collector's reference, its weak references cleared, and its
+  // finalizer claimed (kGcFinalized before it runs: it never runs twice, even if it throws).
+  auto take = [&](Object* ob) {
     Rc::IncRef(ob);
     if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
       ClearWeakSlotOf(ob, &weak_callbacks);
     }
     GcWord* w = GcWordOf(ob);
     if (ob->type_info()->gc->finalize != nullptr && !w->Has(kGcFinalized)) {
-      w->Set(kGcFinalized);  // before it runs: it never runs twice, even if it throws
+      w->Set(kGcFinalized);
       to_finalize.push_back(ob);
     }
-  }
+  };
+  MarkResult marked = workers > 1 ? Mark<true>(pages, workers, epoch, take)
+                                  : Mark<false>(pages, 1, epoch, take);
+  std::vector<Object*>& garbage = marked.garbage;
+  result.scanned = marked.scanned;
+  result.unreachable = garbage.size();
   RestartWorld();
   absl::Duration pause1 = absl::FromChrono(std::chrono::steady_clock::now() - stop_start);
   result.time_stopped += pause1;
@@ -438,15 +492,16 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
     ContextScope scope(Context::kClear, type);
     if (!Guarded("Clear()", type, [&] { type->gc->clear(ob); })) ++result.errors;
   }
-  // Still referenced from elsewhere after every Clear() (an incomplete Clear, or one that
-  // stored the object somewhere): those survive this collection.
+  // Every Clear() has run, so garbage objects no longer reference each other: dropping one
+  // frees only that one, and the next one's count is final. One still referenced from
+  // elsewhere (an incomplete Clear, or one that stored the object somewhere) survives.
   for (Object* ob : garbage) {
     if (Rc::RefCount(ob) > 1) ++result.uncollectable;
     // The collector still holds a reference, so nobody else writes the word now.
     GcWordOf(ob)->Unset(kGcGarbage);
+    Rc::DecRef(ob);
   }
   result.collected = garbage.size() - result.uncollectable;
-  for (Object* ob : garbage) Rc::DecRef(ob);
   for (Object* ob : resurrected) Rc::DecRef(ob);
 
   uint64_t survivors = result.scanned - result.collected;

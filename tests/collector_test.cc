@@ -142,8 +142,11 @@ TEST_CASE("Acyclic garbage is freed by counting so memory stays bounded with col
     CHECK(destroyed.load() == kElements * (iter + 1));
     uint64_t pages = brc::testing::CollectorHeapPagesForTesting();
     if (iter == 0) pages_after_first = pages;
-    // Freed blocks are reused: later iterations map no more pages than the first.
-    CHECK(pages <= pages_after_first);
+    // A million live nodes fill more than 700 pages of 64 KiB; once they are freed, empty
+    // pages go back (BRC_DEBUG builds keep 65,536 freed objects quarantined: about 50 pages),
+    // and later iterations reuse what is left instead of growing the heap.
+    CHECK(pages < 200);
+    CHECK(pages <= pages_after_first + 8);
   }
   CHECK(brc::GetCollectorStats().collections == brc::GetCollectorStats().collections);
 }

@@ -82,6 +82,7 @@ inline constexpr uint32_t kLocalImmortal = UINT32_MAX;
 enum ObjectFlag : uint32_t {
   kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
   kFlagFreed = 1u << 1,        // BRC_DEBUG: the object was freed and sits in the quarantine
+  kFlagGcHeap = 1u << 2,       // a tracked type: a collector word precedes the header
 };
 
 // The base of every brc object. Derive from it and create instances with brc::Make<T>; never

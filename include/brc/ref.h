@@ -211,7 +211,7 @@ Ref<T> Make(Args&&... args) {
   if (BRC_UNLIKELY(detail::tls_tid == detail::kNotAttached)) {
     detail::ReportMakeUnattached(detail::kTypeInfoFor<T>.name);
   }
-  constexpr bool kTracked = detail::kTypeInfoFor<T>.gc != nullptr;
+  constexpr bool kTracked = detail::Traced<T>;
   void* mem = kTracked ? detail::AllocateTracked(sizeof(T), alignof(T))
                        : detail::AllocateObject(sizeof(T), alignof(T));
   T* t;

@@ -27,7 +27,11 @@ namespace detail {
 [[noreturn]] void ReportMisuse(const Object* ob, const char* rule) noexcept;
 
 struct Rc {
-  static void SetType(Object* ob, const TypeInfo* type) noexcept { ob->type_ = type; }
+  // Called by Make before the object is published, so nobody else reads the header yet.
+  static void SetType(Object* ob, const TypeInfo* type) noexcept {
+    ob->type_ = type;
+    if (type->gc != nullptr) ob->flags_.store(kFlagGcHeap, std::memory_order_relaxed);
+  }
 
   static BRC_ALWAYS_INLINE void CheckNotFreed(const Object* ob) noexcept {
 #ifdef BRC_DEBUG

@@ -19,14 +19,18 @@
 
 namespace brc::detail {
 
+// The low 8 bits of GcWord::bits are flags; the high 24 bits hold the number of the last
+// collection that marked the object reachable (0: never), so marks need no clearing pass.
 enum GcBit : uint32_t {
   kGcAllocated = 1u << 0,  // the heap block holds an object (set at allocation, 0 when free)
   kGcTracked = 1u << 1,    // constructed and not yet being destroyed: the collector traces it
-  kGcReachable = 1u << 2,  // collector mark; clear outside a collection
   kGcGarbage = 1u << 3,    // in the running collection's garbage set
   kGcFinalized = 1u << 4,  // Finalize() has run; sticky, so it never runs twice
   kGcFrozen = 1u << 5,     // excluded from collections by brc::Freeze()
 };
+inline constexpr uint32_t kGcFlagMask = 0xff;
+inline constexpr int kGcEpochShift = 8;
+inline constexpr uint32_t kGcEpochLimit = 1u << 24;  // epochs run 1 .. kGcEpochLimit - 1
 
 struct GcWord {
   // Scratch count of references from other tracked objects. 0 outside a collection. Written
