@@ -38,6 +38,7 @@
 #include "stop_the_world.h"
 #include "thread_state.h"
 #include "weak_table.h"
+#include "brc/weak_ref.h"
 
 namespace brc::detail {
 namespace {
@@ -401,6 +402,22 @@ void RunCollectCallbacks(CollectPhase phase, const CollectResult& result, Collec
   }
 }
 
+// Runs fn with the world stopped by `self`. Nothing may unwind out of a stopped world (the
+// marks would be half done and every other thread parked): an exception there, which can only
+// be the collector running out of memory for its own vectors, is a fatal error.
+template <class Fn>
+void WithWorldStopped(ThreadState* self, Fn&& fn) {
+  StopWorld(self);
+  try {
+    fn();
+  } catch (...) {
+    CheckFailed(__FILE__, __LINE__,
+                "an exception (out of memory?) while the world was stopped for a "
+                "collection: a half-done mark cannot be undone");
+  }
+  RestartWorld();
+}
+
 // Takes the collection lock; while waiting the thread counts as blocked, so a collection
 // running on another thread (which may be stopping the world) does not wait for it.
 void LockCollection(ThreadState* self) {
@@ -421,46 +438,50 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
 
   // Stop 1: find the garbage, take a reference on it, clear weak references to it.
   auto stop_start = std::chrono::steady_clock::now();
-  StopWorld(self);
-  g_allocs_since.store(0, std::memory_order_relaxed);
-  std::vector<GcPage*> pages = CollectPages();
-  int workers = g_workers.load(std::memory_order_relaxed);
-  constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
-  if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
-    workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
-  }
-  uint32_t epoch = NextEpoch(pages);
   WeakCallbacks weak_callbacks;
   std::vector<Object*> to_finalize;
-  // For each garbage object: the collector's reference, its weak references cleared, and its
-  // finalizer claimed (kGcFinalized before it runs: it never runs twice, even if it throws).
-  auto take = [&](Object* ob) {
-    Rc::IncRef(ob);
-    if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
-      ClearWeakSlotOf(ob, &weak_callbacks);
+  std::size_t heap_pages = 0;
+  MarkResult marked;
+  WithWorldStopped(self, [&] {
+    g_allocs_since.store(0, std::memory_order_relaxed);
+    std::vector<GcPage*> pages = CollectPages();
+    heap_pages = pages.size();
+    int workers = g_workers.load(std::memory_order_relaxed);
+    constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
+    if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
+      workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
     }
-    GcWord* w = GcWordOf(ob);
-    if (ob->type_info()->gc->finalize != nullptr && !w->Has(kGcFinalized)) {
-      w->Set(kGcFinalized);
-      to_finalize.push_back(ob);
-    }
-  };
-  MarkResult marked = workers > 1 ? Mark<true>(pages, workers, epoch, take)
-                                  : Mark<false>(pages, 1, epoch, take);
+    uint32_t epoch = NextEpoch(pages);
+    // For each garbage object: the collector's reference, its weak references cleared, and its
+    // finalizer claimed (kGcFinalized before it runs: it never runs twice, even if it throws).
+    auto take = [&](Object* ob) {
+      Rc::IncRef(ob);
+      if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
+        ClearWeakSlotOf(ob, &weak_callbacks);
+      }
+      GcWord* w = GcWordOf(ob);
+      if (ob->type_info()->gc->finalize != nullptr && !w->Has(kGcFinalized)) {
+        w->Set(kGcFinalized);
+        to_finalize.push_back(ob);
+      }
+    };
+    marked = workers > 1 ? Mark<true>(pages, workers, epoch, take)
+                         : Mark<false>(pages, 1, epoch, take);
+  });
   std::vector<Object*>& garbage = marked.garbage;
   result.scanned = marked.scanned;
   result.unreachable = garbage.size();
-  RestartWorld();
   absl::Duration pause1 = absl::FromChrono(std::chrono::steady_clock::now() - stop_start);
   result.time_stopped += pause1;
 
   // World running: weak-reference callbacks, then finalizers.
-  {
+  auto run_weak_callbacks = [&] {
     ContextScope scope(Context::kWeakCallback, nullptr);
-    result.weak_callbacks = weak_callbacks.size();
-    result.errors += static_cast<uint64_t>(RunWeakCallbacks(weak_callbacks));
-    weak_callbacks.clear();
-  }
+    WeakCallbackRun run = RunWeakCallbacks(weak_callbacks);
+    result.weak_callbacks += run.run;
+    result.errors += run.errors;
+  };
+  run_weak_callbacks();
   for (Object* ob : to_finalize) {
     const TypeInfo* type = ob->type_info();
     ContextScope scope(Context::kFinalizer, type);
@@ -474,17 +495,25 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
   if (!to_finalize.empty()) {
     DrainQueue(self);
     auto stop2_start = std::chrono::steady_clock::now();
-    StopWorld(self);
-    FindResurrected(garbage);
-    auto keep = std::partition(garbage.begin(), garbage.end(),
-                               [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
-    resurrected.assign(keep, garbage.end());
-    garbage.erase(keep, garbage.end());
-    RestartWorld();
+    WithWorldStopped(self, [&] {
+      FindResurrected(garbage);
+      auto keep = std::partition(garbage.begin(), garbage.end(),
+                                 [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
+      resurrected.assign(keep, garbage.end());
+      garbage.erase(keep, garbage.end());
+      // A finalizer may have made a new WeakRef to a member it did not resurrect: clear those
+      // too, or a Lock() could hand out an object that Clear() is about to empty.
+      for (Object* ob : garbage) {
+        if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
+          ClearWeakSlotOf(ob, &weak_callbacks);
+        }
+      }
+    });
     pause2 = absl::FromChrono(std::chrono::steady_clock::now() - stop2_start);
     result.time_stopped += pause2;
   }
   result.resurrected = resurrected.size();
+  run_weak_callbacks();
 
   // World running: break the cycles, then let reference counting free them.
   for (Object* ob : garbage) {
@@ -520,7 +549,7 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
     s.finalized += result.finalized;
     s.errors += result.errors;
     s.tracked = survivors;
-    s.heap_pages = pages.size();
+    s.heap_pages = heap_pages;
     RecordPause(pause1);
     if (!to_finalize.empty()) RecordPause(pause2);
   }
@@ -562,12 +591,19 @@ absl::Status CheckCanCollect(const char* what) {
 
 }  // namespace
 
-int RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
-  int errors = 0;
-  for (auto& cb : callbacks) {
-    if (!Guarded("a weak-reference callback", nullptr, cb)) ++errors;
+WeakCallbackRun RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
+  WeakCallbackRun r;
+  for (WeakSlot* slot : callbacks) {
+    std::function<void()> cb;
+    while (TakeWeakCallback(slot, &cb)) {
+      ++r.run;
+      if (!Guarded("a weak-reference callback", nullptr, cb)) ++r.errors;
+      cb = nullptr;  // whatever it captured goes now, before the next one runs
+    }
+    ReleaseWeakSlot(slot);
   }
-  return errors;
+  callbacks.clear();
+  return r;
 }
 
 void OnTrackedAllocations(uint32_t n) {
@@ -576,9 +612,9 @@ void OnTrackedAllocations(uint32_t n) {
   if (total < g_trigger.load(std::memory_order_relaxed)) return;
   if (!CheckCanCollect("automatic collection").ok()) return;
   // Someone else is collecting (or waiting to): this allocation need not wait for it.
-  if (!CollectLock().try_lock()) return;
+  std::unique_lock<std::mutex> lock(CollectLock(), std::try_to_lock);
+  if (!lock.owns_lock()) return;
   RunCollection(t_state, /*automatic=*/true);
-  CollectLock().unlock();
 }
 
 }  // namespace brc::detail
@@ -590,9 +626,8 @@ using detail::G;
 absl::StatusOr<CollectResult> Collect() {
   if (absl::Status s = detail::CheckCanCollect("brc::Collect"); !s.ok()) return s;
   detail::LockCollection(detail::t_state);
-  CollectResult r = detail::RunCollection(detail::t_state, /*automatic=*/false);
-  detail::CollectLock().unlock();
-  return r;
+  std::unique_lock<std::mutex> lock(detail::CollectLock(), std::adopt_lock);
+  return detail::RunCollection(detail::t_state, /*automatic=*/false);
 }
 
 absl::Status SetCollectorConfig(const CollectorConfig& config) {
@@ -634,18 +669,17 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what,
   if (absl::Status s = detail::CheckCanCollect(what); !s.ok()) return s;
   detail::ThreadState* self = detail::t_state;
   detail::LockCollection(self);
+  std::unique_lock<std::mutex> lock(detail::CollectLock(), std::adopt_lock);
   detail::ContextScope scope(detail::Context::kCollecting, nullptr);
   uint64_t n = 0;
-  detail::StopWorld(self);
-  std::vector<detail::GcPage*> pages = detail::CollectPages();
-  for (detail::GcPage* p : pages) {
-    for (uint32_t b = 0; b < p->bump; ++b) {
-      detail::GcWord* w = p->word(b);
-      if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
+  detail::WithWorldStopped(self, [&] {
+    for (detail::GcPage* p : detail::CollectPages()) {
+      for (uint32_t b = 0; b < p->bump; ++b) {
+        detail::GcWord* w = p->word(b);
+        if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
+      }
     }
-  }
-  detail::RestartWorld();
-  detail::CollectLock().unlock();
+  });
   return n;
 }
 
@@ -701,8 +735,11 @@ bool RemoveCollectCallback(uint64_t id) {
 }
 
 void SetCollectorErrorHandler(CollectorErrorHandler handler) {
-  std::lock_guard<std::mutex> lock(G().mu);
-  G().error_handler = std::move(handler);
+  {
+    std::lock_guard<std::mutex> lock(G().mu);
+    std::swap(G().error_handler, handler);
+  }
+  // The previous handler is destroyed here, outside the lock (it may own objects).
 }
 
 bool IsTracked(const Object* ob) noexcept {
@@ -756,7 +793,10 @@ std::vector<Ref<Object>> GetReferrers(const Object* target) {
     std::vector<detail::GcPage*> pages = detail::CollectPages();
     for (detail::GcPage* p : pages) {
       for (uint32_t b = 0; b < p->bump; ++b) {
-        if (!p->word(b)->Has(detail::kGcTracked)) continue;
+        detail::GcWord* w = p->word(b);
+        // Members of a running collection's garbage set are about to be cleared: never hand
+        // one out.
+        if (!w->Has(detail::kGcTracked) || w->Has(detail::kGcGarbage)) continue;
         Object* ob = p->object(b);
         FindVisitor v(target);
         detail::TraceObject(ob, v);

@@ -109,7 +109,20 @@ char* PopSlow(GcHeap& heap, int list, uint32_t block_size, uint32_t obj_offset) 
   return Pop(p);
 }
 
+// Releases the large pages other threads freed. Owner or stopped collector.
+void ReleaseLargeFreed(GcHeap& heap) noexcept {
+  if (heap.large_freed.load(std::memory_order_relaxed) == nullptr) return;
+  // Acquire pairs with the pushes' release: their frees happen-before the release here.
+  GcPage* p = heap.large_freed.exchange(nullptr, std::memory_order_acquire);
+  while (p != nullptr) {
+    GcPage* next = p->freed_next;
+    ReleasePage(heap, p);
+    p = next;
+  }
+}
+
 char* AllocateLarge(GcHeap& heap, std::size_t size, std::size_t align) {
+  ReleaseLargeFreed(heap);
   std::size_t object_at = RoundUp(kGcPageHeader + sizeof(GcWord), align);
   auto obj_offset = static_cast<uint32_t>(object_at - kGcPageHeader);
   std::size_t bytes = RoundUp(object_at + size, 64);
@@ -185,7 +198,16 @@ void FreeTrackedBlock(void* object_start) noexcept {
     return;
   }
   // Another thread's page. Release: the writes above (and the destructor's) happen-before the
-  // owner's reuse of the block (its acquire exchange in ReclaimRemote).
+  // owner's reuse of the block (its acquire exchange in ReclaimRemote or ReleaseLargeFreed).
+  if (p->list == kGcLarge) {
+    GcHeap& owner = *p->heap;
+    GcPage* head = owner.large_freed.load(std::memory_order_relaxed);
+    do {
+      p->freed_next = head;
+    } while (!owner.large_freed.compare_exchange_weak(head, p, std::memory_order_release,
+                                                      std::memory_order_relaxed));
+    return;
+  }
   GcFreeBlock* head = p->remote_free.load(std::memory_order_relaxed);
   do {
     b->next = head;
@@ -199,6 +221,7 @@ void FreeTrackedStorage(void* object_start) noexcept {
 }
 
 uint64_t SweepHeap(GcHeap& heap) noexcept {
+  ReleaseLargeFreed(heap);
   for (int l = 0; l < kGcLists; ++l) {
     for (GcPage* p = heap.lists[l]; p != nullptr;) {
       GcPage* next = p->next;

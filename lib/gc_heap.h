@@ -66,6 +66,9 @@ struct alignas(64) GcPage {
   // Any thread pushes (CAS, release); the owner or the stopped collector takes the whole list
   // (exchange, acquire: pairs with the pushes, so the freed blocks' writes are visible).
   std::atomic<GcFreeBlock*> remote_free{nullptr};
+  // Large pages only: the link in GcHeap::large_freed, written by the freeing thread before its
+  // push.
+  GcPage* freed_next = nullptr;
 
   char* block(uint32_t i) noexcept {
     return reinterpret_cast<char*>(this) + kGcPageHeader + std::size_t{i} * block_size;
@@ -82,6 +85,10 @@ struct GcHeap {
   GcPage* lists[kGcLists] = {};    // pages per class; the head is where allocation goes
   GcPage* tails[kGcLists] = {};    // full pages rotate to the back
   uint64_t pages = 0;
+  // Large pages whose object another thread freed: pushed by that thread (CAS, release), taken
+  // and released by the owner at its next large allocation or by the stopped collector
+  // (exchange, acquire). A per-heap atomic, so a large page is not pinned until a collection.
+  std::atomic<GcPage*> large_freed{nullptr};
 };
 
 // The small-class list for an object of `size` bytes aligned to `align`, or kGcLarge when it

@@ -126,10 +126,16 @@ namespace {
 // objects and leave the registry pointing at its freed thread-local counters.
 struct ExitGuard {
   ~ExitGuard() {
-    if (t_state == nullptr) return;
-    t_state->blocking_depth = 0;
-    t_state->attach_depth = 1;
-    detail::tls_tid = t_state->tid;  // in case it exits inside a BlockingScope
+    ThreadState* ts = t_state;
+    if (ts == nullptr) return;
+    if (ts->blocking_depth > 0) {
+      // Exiting inside a BlockingScope (one held in a thread_local): rejoin properly first, so
+      // that the detach below drains as an attached owner (waiting out a stop if need be).
+      ts->blocking_depth = 0;
+      detail::ReenterAttached(ts);
+    }
+    ts->attach_depth = 1;
+    detail::tls_tid = ts->tid;
     DetachCurrentThread();
   }
 };
@@ -179,8 +185,9 @@ BlockingScope::BlockingScope() : active_(t_state != nullptr) {
 }
 
 BlockingScope::~BlockingScope() {
-  if (!active_) return;
   ThreadState* ts = t_state;
+  // Not active, or the thread already detached at exit (a BlockingScope in a thread_local).
+  if (!active_ || ts == nullptr) return;
   if (--ts->blocking_depth > 0) return;
   detail::ReenterAttached(ts);
   detail::tls_tid = ts->tid;

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
 #include <thread>
 #include <vector>
 
@@ -26,10 +25,12 @@ void ParallelFor(int workers, std::size_t n, std::size_t grain,
     return;
   }
   // Kept between collections; replaced when the worker count changes. Only the collecting
-  // thread uses it (under the collector's lock).
-  static std::unique_ptr<tbb::task_arena> arena;
+  // thread uses it (under the collector's lock). Never destroyed at exit (a raw pointer), like
+  // brc's other globals: a thread may still collect while static destructors run.
+  static tbb::task_arena* arena = nullptr;
   if (arena == nullptr || arena->max_concurrency() != workers) {
-    arena = std::make_unique<tbb::task_arena>(workers);
+    delete arena;
+    arena = new tbb::task_arena(workers);
   }
   arena->execute([&] {
     tbb::parallel_for(

@@ -299,7 +299,7 @@ void Rc::Dealloc(Object* ob) noexcept {
     WeakCallbacks callbacks;
     ClearWeakSlotOf(ob, &callbacks);
     // The object is unreachable through weak references now; callbacks may run user code.
-    if (!callbacks.empty()) RunWeakCallbacks(callbacks);
+    if (!callbacks.empty()) (void)RunWeakCallbacks(callbacks);
   }
   if (t_dealloc_depth >= kMaxDeallocDepth) {
     PushDeferred(ob);

@@ -131,10 +131,15 @@ absl::Duration StopWorld(ThreadState* self) {
     lock.unlock();
     for (LaggingThread& t : lagging) {
       t.name = OsThreadName(t.os_tid);
-      if (handler) {
-        handler(t);
-      } else {
+      if (!handler) {
         DefaultReport(t);
+        continue;
+      }
+      try {
+        handler(t);
+      } catch (...) {
+        // The world is half stopped: nothing may unwind out of here.
+        std::fprintf(stderr, "brc: the stop-the-world watchdog handler threw; ignored\n");
       }
     }
     deadline += step;
@@ -174,10 +179,12 @@ absl::Status SetStopWatchdog(absl::Duration timeout, WatchdogHandler handler) {
     return absl::InvalidArgumentError("SetStopWatchdog: the timeout must be positive and finite");
   }
   detail::WatchdogConfig& wd = detail::Watchdog();
-  std::lock_guard<std::mutex> lock(wd.mu);
-  wd.timeout = timeout;
-  wd.handler = std::move(handler);
-  return absl::OkStatus();
+  {
+    std::lock_guard<std::mutex> lock(wd.mu);
+    wd.timeout = timeout;
+    std::swap(wd.handler, handler);
+  }
+  return absl::OkStatus();  // the previous handler is destroyed here, outside the lock
 }
 
 }  // namespace brc

@@ -138,9 +138,20 @@ void ClearWeakSlotOf(Object* ob, WeakCallbacks* callbacks) noexcept {
   if (it == shard.slots.end()) return;  // every WeakRef was dropped before the object
   WeakSlot* slot = it->second;
   slot->target = nullptr;
-  for (auto& [id, cb] : slot->callbacks) callbacks->push_back(std::move(cb));
-  slot->callbacks.clear();
+  if (!slot->callbacks.empty()) {
+    ++slot->weak_refs;  // released by RunWeakCallbacks
+    callbacks->push_back(slot);
+  }
   shard.slots.erase(it);
+}
+
+bool TakeWeakCallback(WeakSlot* slot, std::function<void()>* callback) noexcept {
+  Shard& shard = Shards()[slot->shard];
+  MutexLock lock(&shard.mu);
+  if (slot->callbacks.empty()) return false;
+  *callback = std::move(slot->callbacks.front().second);
+  slot->callbacks.erase(slot->callbacks.begin());
+  return true;
 }
 
 }  // namespace brc::detail

@@ -4,6 +4,9 @@
 #include "brc/collector.h"
 
 #include <atomic>
+#include <cmath>
+#include <memory>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -733,6 +736,163 @@ TEST_CASE("Collections while other threads build and rewire cyclic graphs",
   CHECK(failures.count.load() == 0);
   CHECK(destroyed.load() == created.load());  // nothing lost, nothing freed twice
   CHECK(brc::GetStats().live_objects() >= 0);
+}
+
+}  // namespace
+
+namespace {
+
+// Regression tests for bugs found in review.
+
+struct SelfWeak : brc::Object {
+  static constexpr std::string_view kTypeName = "SelfWeak";
+  explicit SelfWeak(brc::WeakRef<SelfWeak>* out) {
+    // A WeakRef to itself, made in the constructor (before Make finishes).
+    *out = brc::WeakRef<SelfWeak>(brc::Ref<SelfWeak>::NewRef(this));
+  }
+  void Trace(brc::Visitor&) const {}
+  void Clear() {}
+};
+
+TEST_CASE("A WeakRef made in a tracked constructor is cleared when the object dies",
+          "[collector][weak]") {
+  brc::ThreadScope attach;
+  brc::WeakRef<SelfWeak> first, second;
+  brc::Ref<SelfWeak> a = brc::Make<SelfWeak>(&first);
+  SelfWeak* raw = a.get();
+  a = nullptr;
+  CHECK(first.expired());
+  // The next object of the same size class reuses the block: the old WeakRef must not see it.
+  brc::Ref<SelfWeak> b = brc::Make<SelfWeak>(&second);
+  CHECK(b.get() == raw);
+  CHECK(first.Lock() == nullptr);
+  CHECK(second.Lock().get() == raw);
+}
+
+TEST_CASE("A WeakRef that a finalizer makes to a garbage member is cleared too",
+          "[collector][weak][finalizer]") {
+  brc::ThreadScope attach;
+  ManualCollections manual;
+  std::atomic<int> destroyed{0};
+  brc::WeakRef<FNode> made_late;
+  brc::Ref<FNode> a = brc::Make<FNode>(&destroyed);
+  brc::Ref<FNode> b = brc::Make<FNode>(&destroyed);
+  a->action = [&, raw_b = b.get()](FNode*) {
+    made_late = brc::WeakRef<FNode>(brc::Ref<FNode>::NewRef(raw_b));  // not a resurrection
+  };
+  a->next = b;
+  b->next = a;
+  a = b = nullptr;
+  brc::CollectResult r = MustCollect();
+  CHECK(r.collected == 2);
+  CHECK(r.uncollectable == 0);
+  CHECK(destroyed.load() == 2);
+  CHECK(made_late.Lock() == nullptr);
+}
+
+TEST_CASE("A weak-reference callback whose WeakRef died before it ran is not called",
+          "[collector][weak]") {
+  brc::ThreadScope attach;
+  ManualCollections manual;
+  std::atomic<int> destroyed{0};
+  brc::Ref<GNode> a = brc::Make<GNode>(&destroyed);
+  brc::Ref<GNode> b = brc::Make<GNode>(&destroyed);
+  a->a = b;
+  b->a = a;
+  // Whichever callback runs first destroys the other's WeakRef, which cancels its callback.
+  int calls = 0;
+  std::unique_ptr<brc::WeakRef<GNode>> wa, wb;
+  wa = std::make_unique<brc::WeakRef<GNode>>(a, [&] { ++calls; wb.reset(); });
+  wb = std::make_unique<brc::WeakRef<GNode>>(b, [&] { ++calls; wa.reset(); });
+  a = b = nullptr;
+  brc::CollectResult r = MustCollect();
+  CHECK(destroyed.load() == 2);
+  CHECK(calls == 1);
+  CHECK(r.weak_callbacks == 1);
+}
+
+TEST_CASE("GetReferrers never hands out a member of a running collection's garbage set",
+          "[collector]") {
+  brc::ThreadScope attach;
+  ManualCollections manual;
+  std::atomic<int> destroyed{0};
+  brc::Ref<GNode> x = brc::Make<GNode>(&destroyed);  // alive; referenced by garbage b
+  std::atomic<int> stage{0};
+  std::vector<brc::Ref<brc::Object>> referrers;
+  brc::Ref<FNode> a = brc::Make<FNode>(&destroyed, [&](FNode*) {
+    stage.store(1);
+    // Hold the collection between its stops while another thread looks for x's referrers.
+    CHECK(brc_test::EventuallyTrue([&] { return stage.load() == 2; }));
+  });
+  // Garbage: a -> a (with the finalizer), and b <-> c, where b also references x.
+  brc::Ref<GNode> b = brc::Make<GNode>(&destroyed);
+  brc::Ref<GNode> c = brc::Make<GNode>(&destroyed);
+  b->a = c;
+  c->a = b;
+  b->b = x;
+  a->next = a;
+  a = nullptr;
+  b = c = nullptr;
+  std::thread looker([&] {
+    brc::ThreadScope attach;
+    while (stage.load() != 1) brc::Safepoint();
+    referrers = brc::GetReferrers(x.get());
+    stage.store(2);
+  });
+  MustCollect();
+  brc_test::JoinBlocking(looker);
+  CHECK(referrers.empty());  // b is garbage: not handed out
+  CHECK(destroyed.load() == 3);
+}
+
+TEST_CASE("Large tracked objects freed by another thread do not pile up", "[collector][heap]") {
+  struct Big : brc::Object {
+    void Trace(brc::Visitor&) const {}
+    void Clear() {}
+    char payload[256 << 10];
+  };
+  brc::ThreadScope attach;
+  ManualCollections manual;
+  std::atomic<Big*> slot{nullptr};
+  std::atomic<bool> done{false};
+  uint64_t max_pages = 0;
+  std::thread owner([&] {
+    brc::ThreadScope attach;
+    for (int i = 0; i < 200; ++i) {
+      slot.store(brc::Make<Big>().Release());
+      while (slot.load() != nullptr) brc::Safepoint();  // the main thread drops it
+      max_pages = std::max(max_pages, brc::testing::CollectorHeapPagesForTesting());
+    }
+    done.store(true);
+  });
+  while (!done.load()) {
+    if (Big* big = slot.load()) {
+      slot.store(nullptr);
+      brc::Ref<Big>::Adopt(big);  // dropped here, on a thread that does not own its page
+    }
+    brc::Safepoint();
+  }
+  brc_test::JoinBlocking(owner);
+  INFO("peak collector pages: " << max_pages);
+  CHECK(max_pages < 20);  // each large page is released at the owner's next large allocation
+}
+
+TEST_CASE("A thread that exits with a thread_local BlockingScope open detaches cleanly",
+          "[collector][thread]") {
+  std::atomic<int> destroyed{0};
+  brc::Ref<GNode> kept;
+  std::thread t([&] {
+    thread_local std::optional<brc::BlockingScope> blocking;  // constructed before attaching
+    (void)blocking.has_value();
+    brc::AttachCurrentThread();
+    kept = brc::Make<GNode>(&destroyed);
+    blocking.emplace();
+    // Exits with the scope open and without detaching.
+  });
+  t.join();
+  brc::ThreadScope attach;
+  kept = nullptr;  // its owner has exited: freed at once
+  CHECK(destroyed.load() == 1);
 }
 
 }  // namespace

@@ -30,7 +30,8 @@ struct Rc {
   // Called by Make before the object is published, so nobody else reads the header yet.
   static void SetType(Object* ob, const TypeInfo* type) noexcept {
     ob->type_ = type;
-    if (type->gc != nullptr) ob->flags_.store(kFlagGcHeap, std::memory_order_relaxed);
+    // fetch_or: the constructor may already have set kFlagHasWeakRefs (a WeakRef to itself).
+    if (type->gc != nullptr) ob->flags_.fetch_or(kFlagGcHeap, std::memory_order_relaxed);
   }
 
   static BRC_ALWAYS_INLINE void CheckNotFreed(const Object* ob) noexcept {

@@ -45,7 +45,9 @@ class WeakRef {
   // It runs after the target was cleared, so Lock() on any WeakRef to it returns null there.
   // It runs on the thread that freed the target, or on the collecting thread with the world
   // running; an exception it throws is caught and reported (brc::SetCollectorErrorHandler).
-  // Copies of this WeakRef share the target but not the callback.
+  // Copies of this WeakRef share the target but not the callback. Destroying this WeakRef
+  // before its callback starts cancels it; destroying it while the callback runs does not
+  // wait for it.
   WeakRef(const Ref<T>& target, std::function<void()> callback) : WeakRef(target) {
     if (slot_ != nullptr) callback_id_ = detail::AddWeakCallback(slot_, std::move(callback));
   }
