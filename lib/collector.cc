@@ -23,6 +23,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cxxabi.h>
+#include <typeinfo>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -104,21 +107,33 @@ void ReportError(const std::string& message) {
   }
 }
 
-// Runs fn, catching and reporting what it throws. Returns false if it threw.
+// The dynamic type of the exception being handled, demangled ("std::runtime_error").
+std::string CurrentExceptionType() {
+  std::type_info* t = abi::__cxa_current_exception_type();
+  if (t == nullptr) return "unknown";
+  int status = 0;
+  char* name = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
+  std::string out = status == 0 && name != nullptr ? name : t->name();
+  std::free(name);
+  return out;
+}
+
+// Runs fn, catching and reporting what it throws: where (a finalizer of type T, a callback),
+// the exception's type and its message. Returns false if it threw.
 template <class Fn>
 bool Guarded(const char* what, const TypeInfo* type, Fn&& fn) noexcept {
+  std::string detail;
   try {
     fn();
     return true;
   } catch (const std::exception& e) {
-    std::string msg = std::string("brc: exception in ") + what;
-    if (type != nullptr) msg += " of type " + std::string(type->name);
-    ReportError(msg + ": " + e.what());
+    detail = CurrentExceptionType() + ": " + e.what();
   } catch (...) {
-    std::string msg = std::string("brc: exception in ") + what;
-    if (type != nullptr) msg += " of type " + std::string(type->name);
-    ReportError(msg + ": (not a std::exception)");
+    detail = CurrentExceptionType() + " (not a std::exception)";
   }
+  std::string msg = std::string("brc: exception in ") + what;
+  if (type != nullptr) msg += " of type " + std::string(type->name);
+  ReportError(msg + ": " + detail);
   return false;
 }
 

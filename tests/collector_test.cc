@@ -341,6 +341,7 @@ TEST_CASE("A finalizer that throws is reported and the collection completes",
   REQUIRE(reports.size() == 1);
   CHECK(reports[0].find("FNode") != std::string::npos);
   CHECK(reports[0].find("finalizer failed on purpose") != std::string::npos);
+  CHECK(reports[0].find("std::runtime_error") != std::string::npos);
 }
 
 TEST_CASE("Weak references to garbage are cleared before finalizers and callbacks run",
