@@ -658,6 +658,10 @@ WeakCallbackRun RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
   return r;
 }
 
+void CountTrackedAllocations(uint32_t n) noexcept {
+  g_allocs_since.fetch_add(n, std::memory_order_relaxed);
+}
+
 void OnTrackedAllocations(uint32_t n) {
   if (!g_enabled.load(std::memory_order_relaxed)) return;
   uint64_t total = g_allocs_since.fetch_add(n, std::memory_order_relaxed) + n;

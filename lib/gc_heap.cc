@@ -176,7 +176,7 @@ void* AllocateTracked(std::size_t size, std::size_t align) {
 
 void FlushTrackedAllocationCount() {
   uint32_t n = std::exchange(t_allocs_unreported, 0);
-  if (n != 0) OnTrackedAllocations(n);
+  if (n != 0) CountTrackedAllocations(n);
 }
 
 void FreeTrackedBlock(void* object_start) noexcept {

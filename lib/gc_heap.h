@@ -128,8 +128,11 @@ uint64_t SweepHeap(GcHeap& heap) noexcept;
 // kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.
 inline constexpr uint32_t kGcAllocBatch = 64;
 void OnTrackedAllocations(uint32_t n);
-// Reports this thread's not yet reported allocations (at detach: an exiting thread's count must
-// not be lost, or short-lived threads would never trigger a collection).
+// The same, without ever starting a collection (a detaching thread).
+void CountTrackedAllocations(uint32_t n) noexcept;
+// Reports this thread's not yet reported allocations without collecting (at detach: an exiting
+// thread's count must not be lost, or short-lived threads would never trigger a collection;
+// the next allocation anywhere starts it).
 void FlushTrackedAllocationCount();
 
 }  // namespace brc::detail

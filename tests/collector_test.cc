@@ -897,3 +897,30 @@ TEST_CASE("A thread that exits with a thread_local BlockingScope open detaches c
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("Allocations of short-lived threads count toward the automatic schedule",
+          "[collector][schedule]") {
+  brc::ThreadScope attach;
+  MustCollect();
+  REQUIRE(brc::SetCollectorConfig({500, 0.25, 1}).ok());
+  brc::EnableCollector();
+  std::atomic<int> destroyed{0};
+  uint64_t before = brc::GetCollectorStats().automatic_collections;
+  // Each thread makes fewer tracked objects than one reporting batch, then exits.
+  for (int t = 0; t < 100; ++t) {
+    std::thread worker([&] {
+      brc::ThreadScope attach;
+      for (int i = 0; i < 10; ++i) Ring(2, &destroyed);
+    });
+    brc_test::JoinBlocking(worker);
+  }
+  // 2000 allocations were counted at the threads' exits; the next batch here collects.
+  for (int i = 0; i < 100; ++i) brc::Make<GNode>();
+  CHECK(brc::GetCollectorStats().automatic_collections > before);
+  CHECK(destroyed.load() >= 1000);
+  REQUIRE(brc::SetCollectorConfig({}).ok());
+}
+
+}  // namespace
