@@ -3,6 +3,7 @@
 
 #include "brc/detail/thread_local.h"
 #include "brc/refcount.h"
+#include "debug.h"
 #include "thread_state.h"
 
 namespace brc::testing {
@@ -52,6 +53,14 @@ uint64_t CollectorHeapPagesForTesting() {
 
 std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align) {
   return detail::GcBlockSizeOfList(detail::GcListFor(size, align));  // 0: a page of its own
+}
+
+std::size_t QuarantineCapacityForTesting() {
+#ifdef BRC_DEBUG
+  return detail::kQuarantineCapacity;
+#else
+  return 0;
+#endif
 }
 
 }  // namespace brc::testing

@@ -765,9 +765,10 @@ TEST_CASE("A WeakRef made in a tracked constructor is cleared when the object di
   CHECK(first.expired());
   // The next object of the same size class reuses the block: the old WeakRef must not see it.
   brc::Ref<SelfWeak> b = brc::Make<SelfWeak>(&second);
-  CHECK(b.get() == raw);
+  // (BRC_DEBUG keeps freed blocks in its quarantine instead of reusing them.)
+  if (brc::testing::QuarantineCapacityForTesting() == 0) CHECK(b.get() == raw);
   CHECK(first.Lock() == nullptr);
-  CHECK(second.Lock().get() == raw);
+  CHECK(second.Lock().get() == b.get());
 }
 
 TEST_CASE("A WeakRef that a finalizer makes to a garbage member is cleared too",
@@ -875,7 +876,10 @@ TEST_CASE("Large tracked objects freed by another thread do not pile up", "[coll
   }
   brc_test::JoinBlocking(owner);
   INFO("peak collector pages: " << max_pages);
-  CHECK(max_pages < 20);  // each large page is released at the owner's next large allocation
+  // Each large page is released at the owner's next large allocation (BRC_DEBUG's quarantine
+  // holds on to freed objects, pages included, for a while).
+  uint64_t quarantined = std::min<uint64_t>(200, brc::testing::QuarantineCapacityForTesting());
+  CHECK(max_pages < 20 + quarantined);
 }
 
 TEST_CASE("A thread that exits with a thread_local BlockingScope open detaches cleanly",

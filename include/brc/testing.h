@@ -43,6 +43,10 @@ uint64_t CollectorHeapPagesForTesting();
 // page of its own.
 std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align);
 
+// How many freed objects BRC_DEBUG keeps quarantined (their memory is not reused until they
+// leave it); 0 in builds without BRC_DEBUG.
+std::size_t QuarantineCapacityForTesting();
+
 }  // namespace brc::testing
 
 #endif  // BRC_TESTING_H_
