@@ -36,6 +36,7 @@
 #include "brc/refcount.h"
 #include "brc/stop_the_world.h"
 #include "gc_heap.h"
+#include "internal_alloc.h"
 #include "merge_queue.h"
 #include "parallel.h"
 #include "stop_the_world.h"
@@ -44,6 +45,12 @@
 #include "brc/weak_ref.h"
 
 namespace brc::detail {
+
+// The collector's own lists come from the object allocator (lib/internal_alloc.h), so that an
+// allocator that fails makes a collection fail the documented way.
+using ObjectList = InternalVector<Object*>;
+using PageList = InternalVector<GcPage*>;
+
 namespace {
 
 // ---- configuration, schedule and statistics ----
@@ -170,7 +177,7 @@ inline void TraceObject(Object* ob, Visitor& v) { ob->type_info()->gc->trace(ob,
 
 // Walks the tracked, unfrozen objects of pages [begin, end).
 template <class Fn>
-void ForEachCandidate(const std::vector<GcPage*>& pages, std::size_t begin, std::size_t end,
+void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end,
                       Fn&& fn) {
   for (std::size_t i = begin; i < end; ++i) {
     GcPage* p = pages[i];
@@ -227,7 +234,7 @@ inline bool Claim(GcWord* w, uint32_t epoch) noexcept {
 template <bool kParallel>
 class MarkVisitor final : public Visitor {
  public:
-  MarkVisitor(std::vector<Object*>* stack, uint32_t epoch) noexcept
+  MarkVisitor(ObjectList* stack, uint32_t epoch) noexcept
       : Visitor(&Fn), stack_(stack), epoch_(epoch) {}
 
   void MarkFrom(Object* root) {
@@ -248,7 +255,7 @@ class MarkVisitor final : public Visitor {
     ++me->marked;
     me->stack_->push_back(r);
   }
-  std::vector<Object*>* stack_;
+  ObjectList* stack_;
   uint32_t epoch_;
 };
 
@@ -259,14 +266,14 @@ class MarkVisitor final : public Visitor {
 
 // One per marking worker, on its own cache lines (the counters change per object).
 struct alignas(64) WorkerState {
-  std::vector<Object*> stack;
-  std::vector<Object*> garbage;
+  ObjectList stack;
+  ObjectList garbage;
   uint64_t scanned = 0;
   uint64_t marked = 0;
 };
 
 struct MarkResult {
-  std::vector<Object*> garbage;  // kGcGarbage set on each
+  ObjectList garbage;  // kGcGarbage set on each
   uint64_t scanned = 0;
 };
 
@@ -275,8 +282,9 @@ struct MarkResult {
 // With one worker, `take` runs on each garbage object as it is found (it may do count work:
 // the caller is the collecting thread); with several, the caller runs it afterwards.
 template <bool kParallel>
-MarkResult Mark(const std::vector<GcPage*>& pages, int workers, uint32_t epoch,
-                absl::FunctionRef<void(Object*)> take, std::vector<Object*>* reuse) {
+MarkResult Mark(const PageList& pages, int workers, uint32_t epoch,
+                absl::FunctionRef<void(Object*)> take,
+                absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
   int w_count = kParallel ? workers : 1;
   // Kept between collections (collection lock), so that the workers' vectors keep their
   // memory: fresh memory costs a page fault per 4 KiB, a large part of a collection's time.
@@ -319,6 +327,9 @@ MarkResult Mark(const std::vector<GcPage*>& pages, int workers, uint32_t epoch,
   if (marked == r.scanned) return r;  // everything reachable: no third pass
   // The garbage list of the serial case is the reused buffer, sized exactly: growing a vector
   // of a million entries page-faults its way through fresh memory several times over.
+  // Everything that may allocate happens before the first `take`, so that running out of
+  // memory leaves nothing to undo but the scratch fields (see ResetScratch).
+  prepare(r.scanned - marked);
   if (!kParallel) {
     ws[0].garbage = std::move(*reuse);
     ws[0].garbage.reserve(r.scanned - marked);
@@ -334,9 +345,9 @@ MarkResult Mark(const std::vector<GcPage*>& pages, int workers, uint32_t epoch,
   });
   if constexpr (kParallel) {
     r.garbage = std::move(*reuse);
-    r.garbage.reserve(r.scanned - marked);
+    r.garbage.reserve(r.scanned - marked);  // before any take: see above
     for (int i = 0; i < w_count; ++i) {
-      std::vector<Object*>& part = ws[static_cast<std::size_t>(i)].garbage;
+      ObjectList& part = ws[static_cast<std::size_t>(i)].garbage;
       r.garbage.insert(r.garbage.end(), part.begin(), part.end());
     }
   } else {
@@ -348,9 +359,18 @@ MarkResult Mark(const std::vector<GcPage*>& pages, int workers, uint32_t epoch,
   return r;
 }
 
+// After a failed mark: back to the between-collections state (refs 0, no kGcGarbage). The
+// epoch marks may stay: the next collection has a new epoch. World stopped; no allocation.
+void ResetScratch(const PageList& pages) noexcept {
+  ForEachCandidate(pages, 0, pages.size(), [](Object*, GcWord* w, uint32_t bits) {
+    w->refs.store(0, std::memory_order_relaxed);
+    w->bits.store(bits & ~kGcGarbage, std::memory_order_relaxed);
+  });
+}
+
 // Starts a collection's epoch. At the (rare) wrap-around every object's mark is reset to 0
 // first, so that no stale mark can read as current. World stopped.
-uint32_t NextEpoch(const std::vector<GcPage*>& pages) {
+uint32_t NextEpoch(const PageList& pages) {
   if (++g_epoch < kGcEpochLimit) return g_epoch;
   for (GcPage* p : pages) {
     for (uint32_t b = 0; b < p->bump; ++b) {
@@ -364,8 +384,8 @@ uint32_t NextEpoch(const std::vector<GcPage*>& pages) {
 }
 
 // Every page of every heap, after sweeping remote frees and empty pages.
-std::vector<GcPage*> CollectPages() {
-  std::vector<GcPage*> pages;
+PageList CollectPages() {
+  PageList pages;
   uint64_t total = 0;
   ForEachThreadState([&](ThreadState* ts) {
     total += SweepHeap(ts->heap);
@@ -391,7 +411,7 @@ class GarbageCountVisitor final : public Visitor {
 
 class ResurrectVisitor final : public Visitor {
  public:
-  explicit ResurrectVisitor(std::vector<Object*>* stack) noexcept
+  explicit ResurrectVisitor(ObjectList* stack) noexcept
       : Visitor(&Fn), stack_(stack) {}
 
  private:
@@ -402,15 +422,15 @@ class ResurrectVisitor final : public Visitor {
     w->Unset(kGcGarbage);
     static_cast<ResurrectVisitor*>(self)->stack_->push_back(r);
   }
-  std::vector<Object*>* stack_;
+  ObjectList* stack_;
 };
 
 // Removes from the garbage set (clears kGcGarbage on) every member that something outside the
 // set references, beyond the collector's own reference, and every member they reach.
-void FindResurrected(const std::vector<Object*>& garbage) {
+void FindResurrected(const ObjectList& garbage) {
   GarbageCountVisitor count;
   for (Object* ob : garbage) TraceObject(ob, count);
-  std::vector<Object*> stack;
+  ObjectList stack;
   ResurrectVisitor mark(&stack);
   for (Object* ob : garbage) {
     GcWord* w = GcWordOf(ob);
@@ -443,8 +463,8 @@ void RunCollectCallbacks(CollectPhase phase, const CollectResult& result, Collec
 }
 
 // The garbage list's storage, kept between collections (collection lock).
-std::vector<Object*>& GarbageBuffer() {
-  static auto* buffer = new std::vector<Object*>();
+ObjectList& GarbageBuffer() {
+  static auto* buffer = new ObjectList();
   return *buffer;
 }
 
@@ -474,7 +494,7 @@ void LockCollection(ThreadState* self) {
   ReenterAttached(self);
 }
 
-CollectResult RunCollection(ThreadState* self, bool automatic) {
+absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   auto start = std::chrono::steady_clock::now();
   ContextScope collecting(Context::kCollecting, nullptr);
   CollectResult result;
@@ -485,12 +505,19 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
   // Stop 1: find the garbage, take a reference on it, clear weak references to it.
   auto stop_start = std::chrono::steady_clock::now();
   WeakCallbacks weak_callbacks;
-  std::vector<Object*> to_finalize;
+  ObjectList to_finalize;
   std::size_t heap_pages = 0;
   MarkResult marked;
+  bool out_of_memory = false;
   WithWorldStopped(self, [&] {
     g_allocs_since.store(0, std::memory_order_relaxed);
-    std::vector<GcPage*> pages = CollectPages();
+    PageList pages;
+    try {
+      pages = CollectPages();
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;  // nothing marked yet
+      return;
+    }
     heap_pages = pages.size();
     int workers = g_workers.load(std::memory_order_relaxed);
     constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
@@ -511,10 +538,26 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
         to_finalize.push_back(ob);
       }
     };
-    marked = workers > 1 ? Mark<true>(pages, workers, epoch, take, &GarbageBuffer())
-                         : Mark<false>(pages, 1, epoch, take, &GarbageBuffer());
+    auto prepare = [&](std::size_t garbage) {
+      to_finalize.reserve(garbage);
+      weak_callbacks.reserve(garbage);
+    };
+    try {
+      marked = workers > 1
+                   ? Mark<true>(pages, workers, epoch, take, prepare, &GarbageBuffer())
+                   : Mark<false>(pages, 1, epoch, take, prepare, &GarbageBuffer());
+    } catch (const std::bad_alloc&) {
+      ResetScratch(pages);
+      marked = MarkResult();
+      out_of_memory = true;
+    }
   });
-  std::vector<Object*>& garbage = marked.garbage;
+  if (out_of_memory) {
+    return absl::ResourceExhaustedError(
+        "brc::Collect: out of memory while marking; the world was restarted and nothing was "
+        "collected");
+  }
+  ObjectList& garbage = marked.garbage;
   result.scanned = marked.scanned;
   result.unreachable = garbage.size();
   absl::Duration pause1 = absl::FromChrono(std::chrono::steady_clock::now() - stop_start);
@@ -537,16 +580,28 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
 
   // Stop 2, only if finalizers ran: drop from the set whatever they made reachable again.
   absl::Duration pause2;
-  std::vector<Object*> resurrected;
+  ObjectList resurrected;
   if (!to_finalize.empty()) {
     DrainQueue(self);
     auto stop2_start = std::chrono::steady_clock::now();
+    bool check_failed = false;
     WithWorldStopped(self, [&] {
-      FindResurrected(garbage);
-      auto keep = std::partition(garbage.begin(), garbage.end(),
-                                 [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
-      resurrected.assign(keep, garbage.end());
-      garbage.erase(keep, garbage.end());
+      try {
+        FindResurrected(garbage);
+        auto keep = std::partition(garbage.begin(), garbage.end(),
+                                   [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
+        resurrected.assign(keep, garbage.end());
+        garbage.erase(keep, garbage.end());
+      } catch (const std::bad_alloc&) {
+        // Out of memory: nothing can be proven garbage now, so all of it survives.
+        for (Object* ob : garbage) {
+          GcWordOf(ob)->refs.store(0, std::memory_order_relaxed);
+          GcWordOf(ob)->Unset(kGcGarbage);
+        }
+        resurrected.swap(garbage);
+        garbage.clear();
+        check_failed = true;
+      }
       // A finalizer may have made a new WeakRef to a member it did not resurrect: clear those
       // too, or a Lock() could hand out an object that Clear() is about to empty.
       for (Object* ob : garbage) {
@@ -557,6 +612,11 @@ CollectResult RunCollection(ThreadState* self, bool automatic) {
     });
     pause2 = absl::FromChrono(std::chrono::steady_clock::now() - stop2_start);
     result.time_stopped += pause2;
+    if (check_failed) {
+      ++result.errors;
+      ReportError("brc: out of memory in the collector's resurrection check: this "
+                  "collection's garbage survives until the next one");
+    }
   }
   result.resurrected = resurrected.size();
   run_weak_callbacks();
@@ -670,7 +730,7 @@ void OnTrackedAllocations(uint32_t n) {
   // Someone else is collecting (or waiting to): this allocation need not wait for it.
   std::unique_lock<std::mutex> lock(CollectLock(), std::try_to_lock);
   if (!lock.owns_lock()) return;
-  RunCollection(t_state, /*automatic=*/true);
+  (void)RunCollection(t_state, /*automatic=*/true);  // a failure only skips this one
 }
 
 }  // namespace brc::detail
@@ -846,7 +906,7 @@ std::vector<Ref<Object>> GetReferents(const Object* ob) {
 std::vector<Ref<Object>> GetReferrers(const Object* target) {
   std::vector<Ref<Object>> out;
   auto scan = [&] {
-    std::vector<detail::GcPage*> pages = detail::CollectPages();
+    detail::PageList pages = detail::CollectPages();
     for (detail::GcPage* p : pages) {
       for (uint32_t b = 0; b < p->bump; ++b) {
         detail::GcWord* w = p->word(b);

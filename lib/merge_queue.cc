@@ -16,7 +16,9 @@
 #include "merge_queue.h"
 
 #include "gc_heap.h"
+#include "stop_the_world.h"
 
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -27,23 +29,54 @@
 
 namespace brc::detail {
 
+namespace {
+
+// Appends `ob`; false when the queue cannot grow.
+bool TryPush(InternalVector<Object*>* queue, Object* ob) noexcept {
+  try {
+    queue->push_back(ob);
+    return true;
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 void QueueToOwner(Object* ob) noexcept {
   // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
   // (its local count is >= 1 until the entry is merged), so owner_ is stable here.
   uint32_t owner = Rc::owner(ob).load(std::memory_order_relaxed);
   BRC_CHECK(owner != kNoOwner, "queued object has no owner");
   ThreadState* ts = LookupThread(owner);
-  bool free_now;
+  bool free_now = false;
+  bool push_failed = false;
   {
     MutexLock lock(&ts->mu);
-    if (ts->status == ThreadStatus::kAttached) {
-      ts->queue.push_back(ob);
+    if (ts->status != ThreadStatus::kAttached) {
+      free_now = Rc::ExplicitMerge(ob, -1);
+      BRC_STAT_INC(merges_for_owner);
+    } else if (TryPush(&ts->queue, ob)) {
       // Relaxed: the owner reads the queue under mu; the bit only tells it to look.
       ts->pending.fetch_or(kPendingMerge, std::memory_order_relaxed);
       BRC_STAT_INC(queued);
       return;
+    } else {
+      push_failed = true;  // handled below, without the lock
     }
-    free_now = Rc::ExplicitMerge(ob, -1);
+  }
+  if (push_failed) {
+    // The queue could not grow (out of memory). A decrement cannot fail, so merge on the
+    // owner's behalf with the owner parked (CPython's brc.c does the same): a parked owner
+    // does not touch its half. This reaches up to the stop-the-world layer: a deliberate, rare
+    // exception to the layering.
+    if (ThisThreadStoppedTheWorld()) {
+      free_now = Rc::ExplicitMerge(ob, -1);
+    } else {
+      StopWorld(t_state);
+      free_now = Rc::ExplicitMerge(ob, -1);
+      RestartWorld();
+    }
     BRC_STAT_INC(merges_for_owner);
   }
   if (free_now) Rc::Dealloc(ob);
@@ -53,7 +86,7 @@ void DrainQueue(ThreadState* ts) noexcept {
   // Destructors run below may reach a safepoint and drain again (re-entrantly), so the batch
   // being processed is this call's own: it borrows the spare vector's capacity and returns it
   // only if no nested drain has taken the spare meanwhile.
-  std::vector<Object*> batch = std::move(ts->batch);
+  InternalVector<Object*> batch = std::move(ts->batch);
   batch.clear();
   for (;;) {
     {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <thread>
 #include <vector>
 
@@ -54,17 +55,27 @@ void ParallelFor(int workers, std::size_t n, std::size_t grain,
   grain = std::max<std::size_t>(grain, 1);
   // Relaxed: each chunk index is claimed once; join() orders the results.
   std::atomic<std::size_t> next{0};
+  // Like oneTBB, the first exception a chunk throws stops the loop and reaches the caller.
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(workers));
   auto run = [&](int worker) {
-    for (;;) {
-      std::size_t begin = next.fetch_add(grain, std::memory_order_relaxed);
-      if (begin >= n) return;
-      fn(begin, std::min(n, begin + grain), worker);
+    try {
+      for (;;) {
+        std::size_t begin = next.fetch_add(grain, std::memory_order_relaxed);
+        if (begin >= n) return;
+        fn(begin, std::min(n, begin + grain), worker);
+      }
+    } catch (...) {
+      errors[static_cast<std::size_t>(worker)] = std::current_exception();
+      next.store(n, std::memory_order_relaxed);
     }
   };
   std::vector<std::thread> threads;
   for (int w = 1; w < workers; ++w) threads.emplace_back(run, w);
   run(0);
   for (std::thread& t : threads) t.join();
+  for (std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
 }
 
 #endif  // BRC_TSAN

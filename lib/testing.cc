@@ -4,6 +4,7 @@
 #include "brc/detail/thread_local.h"
 #include "brc/refcount.h"
 #include "debug.h"
+#include "merge_queue.h"
 #include "thread_state.h"
 
 namespace brc::testing {
@@ -43,6 +44,15 @@ std::size_t QueuedObjectsForTesting(uint32_t tid) {
   detail::ThreadState* ts = detail::LookupThread(tid);
   detail::MutexLock lock(&ts->mu);
   return ts->queue.size();
+}
+
+void ReleaseQueueMemoryForTesting() {
+  detail::ThreadState* ts = detail::t_state;
+  if (ts == nullptr) return;
+  detail::DrainQueue(ts);
+  detail::InternalVector<Object*>().swap(ts->batch);
+  detail::MutexLock lock(&ts->mu);
+  if (ts->queue.empty()) detail::InternalVector<Object*>().swap(ts->queue);
 }
 
 uint64_t CollectorHeapPagesForTesting() {

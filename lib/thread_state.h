@@ -21,6 +21,7 @@
 #include "brc/object.h"
 #include "brc/stats.h"
 #include "gc_heap.h"
+#include "internal_alloc.h"
 #include "mutex.h"
 
 namespace brc::detail {
@@ -41,7 +42,7 @@ struct ThreadState {
   Mutex mu;
   ThreadStatus status ABSL_GUARDED_BY(mu) = ThreadStatus::kExited;
   // Objects queued to this thread; each entry holds one reference (protocol.md §2).
-  std::vector<Object*> queue ABSL_GUARDED_BY(mu);
+  InternalVector<Object*> queue ABSL_GUARDED_BY(mu);
 
   // kPendingMerge while the queue is non-empty: set by queuers and cleared by the owner, both
   // under mu. kPendingStop: set by a stop requester and cleared by this thread, both under mu.
@@ -68,7 +69,7 @@ struct ThreadState {
   // Written and read only by the thread bound to this id.
   // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
   // queuer rarely grows the queue while holding the lock.
-  std::vector<Object*> batch;
+  InternalVector<Object*> batch;
   int attach_depth = 0;
   int blocking_depth = 0;
 };

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "brc/object.h"
+#include "internal_alloc.h"
 
 namespace brc::detail {
 
@@ -14,7 +15,7 @@ struct WeakSlot;
 // Slots of cleared objects that still have callbacks to run. Each entry holds one weak
 // reference on its slot, so the slot outlives the WeakRefs; the callbacks stay in the slot,
 // where destroying a WeakRef still removes its own, until each is taken to run.
-using WeakCallbacks = std::vector<WeakSlot*>;
+using WeakCallbacks = InternalVector<WeakSlot*>;
 
 // Called before an object with kFlagHasWeakRefs is freed (or by the collector, world stopped,
 // for garbage): clears its slot under the shard lock, so every later Lock() returns null, and

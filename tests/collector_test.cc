@@ -210,19 +210,26 @@ TEST_CASE("A cycle reachable only from an object queued for merging is collected
   std::atomic<int> destroyed{0};
   std::atomic<bool> done{false};
   std::atomic<bool> handed{false};
+  std::atomic<bool> go{false};
+  std::atomic<uint32_t> owner_id{0};
   brc::Ref<GNode> holder;
   std::thread owner([&] {
     brc::ThreadScope attach;
+    owner_id.store(brc::CurrentThreadId());
     brc::Ref<GNode> x = brc::Make<GNode>(&destroyed, 100);  // owned here
     x->a = Ring(5, &destroyed);                              // x -> a 5-ring
     holder = std::move(x);  // the only reference now belongs to the main thread
     handed.store(true);
+    // No safepoint until the main thread has checked that x waits in the queue.
+    while (!go.load()) std::this_thread::yield();
     while (!done.load()) brc::Safepoint();
   });
   while (!handed.load()) std::this_thread::yield();
   // A non-owner dropping the last reference queues x to its owner, which still counts it.
   holder = nullptr;
   CHECK(destroyed.load() == 0);
+  CHECK(brc::testing::QueuedObjectsForTesting(owner_id.load()) == 1);
+  go.store(true);
   brc::CollectResult r = MustCollect();
   // The owner merged x while the world was stopping; its destructor dropped the ring's last
   // outside reference, and the ring was found unreachable in the same collection.
@@ -925,6 +932,85 @@ TEST_CASE("Allocations of short-lived threads count toward the automatic schedul
   CHECK(brc::GetCollectorStats().automatic_collections > before);
   CHECK(destroyed.load() >= 1000);
   REQUIRE(brc::SetCollectorConfig({}).ok());
+}
+
+}  // namespace
+
+namespace {
+
+// An allocator that fails on demand (otherwise malloc), for the out-of-memory paths.
+class FailingAllocator final : public brc::Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    if (fail.load()) return nullptr;
+    return brc::MallocAllocator().Allocate(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    brc::MallocAllocator().Deallocate(p, size, align);
+  }
+  std::string_view Name() const noexcept override { return "failing"; }
+  std::atomic<bool> fail{false};
+};
+
+TEST_CASE("A queue that cannot grow merges on the owner's behalf with the world stopped",
+          "[collector][oom]") {
+  static FailingAllocator failing;  // outlives every object it makes
+  REQUIRE(brc::SetAllocator(&failing).ok());
+  {
+    brc::ThreadScope attach;
+    std::atomic<int> destroyed{0};
+    std::atomic<bool> handed{false};
+    std::atomic<bool> done{false};
+    brc_test::Counted* raw = nullptr;
+    std::thread owner([&] {
+      brc::ThreadScope attach;
+      brc::testing::ReleaseQueueMemoryForTesting();  // the next queueing must allocate
+      raw = brc::Make<brc_test::Counted>(&destroyed).Release();
+      handed.store(true);
+      while (!done.load()) brc::Safepoint();
+    });
+    while (!handed.load()) std::this_thread::yield();
+    uint64_t merges = brc::GetStats().merges_for_owner;
+    failing.fail.store(true);
+    brc::Ref<brc_test::Counted>::Adopt(raw);  // dropped by a non-owner: must queue, cannot
+    failing.fail.store(false);
+    // Merged (and freed) at once instead of queued: nothing lost, nothing pinned.
+    CHECK(destroyed.load() == 1);
+    CHECK(brc::GetStats().merges_for_owner == merges + 1);
+    done.store(true);
+    brc_test::JoinBlocking(owner);
+  }
+  REQUIRE(brc::SetAllocator(&brc::DefaultAllocator()).ok());
+}
+
+TEST_CASE("A collection that runs out of memory reports it and changes nothing",
+          "[collector][oom]") {
+  static FailingAllocator failing;
+  REQUIRE(brc::SetAllocator(&failing).ok());
+  {
+    brc::ThreadScope attach;
+    ManualCollections manual;
+    std::atomic<int> destroyed{0};
+    brc::Ref<GNode> live = Ring(4, &destroyed);
+    Ring(3, &destroyed);  // garbage
+    failing.fail.store(true);
+    absl::StatusOr<brc::CollectResult> r = brc::Collect();
+    // (A leaf needs memory from the allocator; a tracked node may still find a free block in
+    // its page.)
+    CHECK_THROWS_AS(brc::Make<brc_test::Counted>(&destroyed), std::bad_alloc);
+    failing.fail.store(false);
+    CHECK(r.status().code() == absl::StatusCode::kResourceExhausted);
+    CHECK(destroyed.load() == 0);
+    CHECK(live->a->a->a->a.get() == live.get());  // untouched
+    // With memory back, the next collection finds the garbage as if nothing had happened.
+    brc::CollectResult again = MustCollect();
+    CHECK(again.collected == 3);
+    CHECK(destroyed.load() == 3);
+    live = nullptr;
+    again = MustCollect();
+    CHECK(again.collected == 4);
+  }
+  REQUIRE(brc::SetAllocator(&brc::DefaultAllocator()).ok());
 }
 
 }  // namespace

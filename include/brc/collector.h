@@ -63,6 +63,9 @@ struct CollectResult {
 //  * FailedPrecondition when called from a finalizer, Clear(), a weak-reference callback or a
 //    collection callback (collections do not nest), or while this thread holds the world
 //    stopped. The message names the rule and, for a finalizer or Clear(), the object's type.
+//  * ResourceExhausted when the collector's own lists could not be allocated while marking
+//    (the configured allocator failed): the world is restarted, nothing is collected, and
+//    every object is as it was.
 // Called while another thread is collecting, it waits for that collection to end (as if
 // blocked, delaying nobody) and then runs its own.
 absl::StatusOr<CollectResult> Collect();

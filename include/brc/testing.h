@@ -35,6 +35,10 @@ void FreeImmortalForTesting(Object* ob);
 // Objects currently waiting in the merge queue of thread `tid`.
 std::size_t QueuedObjectsForTesting(uint32_t tid);
 
+// Returns the calling (attached) thread's merge-queue memory to the allocator, so that the next
+// object queued to it needs a fresh allocation (to test what happens when that fails).
+void ReleaseQueueMemoryForTesting();
+
 // Pages of the collector's heap, summed over every thread id (racy while others allocate).
 uint64_t CollectorHeapPagesForTesting();
 
