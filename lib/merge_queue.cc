@@ -63,6 +63,7 @@ void QueueToOwner(Object* ob) noexcept {
       return;
     } else {
       push_failed = true;  // handled below, without the lock
+      BRC_STAT_INC(queue_push_failures);
     }
   }
   if (push_failed) {

@@ -1,6 +1,19 @@
 // Concurrency stress for the counting core: seeded, bounded in time, invariant-checked.
 //
-//   brc_stress [--scenario hot|handoff|churn|all] [--threads N] [--seconds S] [--seed X]
+//   brc_stress [--scenario hot|handoff|churn|alloc|all] [--threads N] [--seconds S] [--seed X]
+//
+//   hot      N threads take and drop references to one object, mixing strong copies and
+//            WeakRef::Lock(); the main thread stops the world now and then and checks that the
+//            object's count equals the references every parked thread says it holds; at the end
+//            the count is exactly what it was.
+//   handoff  producers create objects and pass them to consumers through a
+//            tbb::concurrent_queue; consumers drop them.
+//   churn    short-lived threads create objects, hand them to a long-lived thread and exit
+//            while merges may still be queued to them.
+//   alloc    an allocator that fails every Nth allocation is installed; threads create leaf and
+//            tracked objects (some in cycles), hand them across threads (queue pushes) while
+//            collections run. Make must throw std::bad_alloc, Collect() may return
+//            ResourceExhausted, and nothing may be lost, leaked or freed twice.
 //
 // Prints its parameters first and operations per second per scenario at the end; exits 1 on a
 // violated invariant, naming it and the seed. Every scenario ends with all objects dropped and
@@ -21,6 +34,7 @@
 #include <vector>
 
 #include "brc/brc.h"
+#include "brc/testing.h"
 
 namespace {
 
@@ -95,6 +109,10 @@ uint64_t Hot(const Options& o) {
   brc::WeakRef<Payload> weak(hot);
   int64_t count_before = brc::GetRefCount(hot.get());
   std::atomic<uint64_t> ops{0};
+  struct alignas(64) Published {
+    std::atomic<uint64_t> value{0};
+  };
+  std::vector<Published> published(static_cast<std::size_t>(o.threads));
   Clock::time_point end = Deadline(o.seconds);
   std::vector<std::thread> pool;
   for (int t = 0; t < o.threads; ++t) {
@@ -104,6 +122,8 @@ uint64_t Hot(const Options& o) {
       std::vector<brc::Ref<Payload>> held;
       uint64_t n = 0;
       while (!TimeUp(end)) {
+        // Published before every safepoint, where a stop may park this thread.
+        published[t].value.store(held.size(), std::memory_order_relaxed);
         for (int i = 0; i < 1024; ++i, ++n) {
           uint64_t r = rng();
           if (held.size() < 64 && (held.empty() || r % 3 != 0)) {
@@ -118,13 +138,38 @@ uint64_t Hot(const Options& o) {
             held.pop_back();
           }
         }
+        published[t].value.store(held.size(), std::memory_order_relaxed);
         brc::Safepoint();
       }
+      held.clear();
+      published[t].value.store(0, std::memory_order_relaxed);
       ops.fetch_add(n);
     });
   }
-  for (auto& t : pool) t.join();
+  // Meanwhile: with every worker parked (or gone), the count must be exactly what they hold.
+  uint64_t checks = 0;
+  while (!TimeUp(end)) {
+    {
+      brc::StopTheWorld stop;
+      int64_t held = 0;
+      for (int t = 0; t < o.threads; ++t) {
+        held += static_cast<int64_t>(published[t].value.load(std::memory_order_relaxed));
+      }
+      if (brc::GetRefCount(hot.get()) != count_before + held) {
+        Payload::Fail("hot object's count, with the world stopped, differs from the sum of "
+                      "the references the parked threads hold");
+      }
+      ++checks;
+    }
+    brc::BlockingScope pause;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  {
+    brc::BlockingScope joining;
+    for (auto& t : pool) t.join();
+  }
   brc::Safepoint();
+  if (checks == 0) Payload::Fail("no stopped-world check ran");
   if (brc::GetRefCount(hot.get()) != count_before) {
     Payload::Fail("hot object's count differs from its starting value");
   }
@@ -232,6 +277,157 @@ uint64_t Churn(const Options& o) {
   return ops.load();
 }
 
+// Fails every Nth allocation (of objects, collector pages, merge queues and the collector's
+// lists alike); otherwise glibc malloc. Counts what it refused.
+class FailingAllocator final : public brc::Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    uint64_t n = calls_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (armed_.load(std::memory_order_relaxed) && n % every_ == 0) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    return brc::MallocAllocator().Allocate(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    brc::MallocAllocator().Deallocate(p, size, align);
+  }
+  std::string_view Name() const noexcept override { return "failing"; }
+
+  void Arm(uint64_t every) {
+    every_ = every;
+    armed_.store(true);
+  }
+  void Disarm() { armed_.store(false); }
+  uint64_t refused() const { return refused_.load(); }
+
+ private:
+  uint64_t every_ = 1000;
+  std::atomic<bool> armed_{false};
+  std::atomic<uint64_t> calls_{0};
+  std::atomic<uint64_t> refused_{0};
+};
+
+std::atomic<int64_t> g_nodes_constructed{0};
+std::atomic<int64_t> g_nodes_destroyed{0};
+
+// A tracked payload: may sit in a cycle.
+struct Node : brc::Object {
+  Node() : check(kAlive) { g_nodes_constructed.fetch_add(1); }
+  ~Node() {
+    if (check != kAlive) Payload::Fail("tracked node corrupted, or destroyed twice");
+    check = 0;
+    g_nodes_destroyed.fetch_add(1);
+  }
+  void Trace(brc::Visitor& v) const { v.Visit(next); }
+  void Clear() { next = nullptr; }
+  static constexpr uint64_t kAlive = 0x5eed5eed5eed5eedull;
+  uint64_t check;
+  brc::Ref<Node> next;
+};
+
+uint64_t Alloc(const Options& o) {
+  static FailingAllocator failing;  // must outlive every object it makes
+  if (!brc::SetAllocator(&failing).ok()) {
+    Payload::Fail("alloc: could not install the failing allocator (objects still alive)");
+  }
+  (void)brc::SetCollectorConfig({200, 0.25, 2});
+  std::mt19937_64 seed_rng(o.seed * 4000);
+  uint64_t push_failures_before = brc::GetStats().queue_push_failures;
+  failing.Arm(50 + seed_rng() % 50);  // every 50th..99th allocation fails
+  HandoffQueue<brc::Object*> queue;   // holds Payload* and Node* (as Object*)
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> make_failures{0};
+  std::atomic<uint64_t> collect_failures{0};
+  std::atomic<uint64_t> collections{0};
+  Clock::time_point end = Deadline(o.seconds);
+  std::atomic<int> makers_left{o.threads};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < o.threads; ++t) {
+    pool.emplace_back([&, t] {
+      brc::ThreadScope attach;
+      std::mt19937_64 rng(o.seed * 5000 + t);
+      uint64_t n = 0;
+      brc::Ref<Node> prev;
+      while (!TimeUp(end)) {
+        for (int i = 0; i < 64; ++i, ++n) {
+          try {
+            if (rng() % 2) {
+              queue.push(brc::Make<Payload>(rng()).Release());
+            } else {
+              brc::Ref<Node> node = brc::Make<Node>();
+              if (prev && rng() % 3 == 0) {  // a small cycle, dropped later by someone else
+                node->next = prev;
+                prev->next = node;
+              }
+              prev = node;
+              queue.push(node.Release());
+            }
+          } catch (const std::bad_alloc&) {
+            make_failures.fetch_add(1, std::memory_order_relaxed);
+          }
+          // Drop what others made: these decrements queue objects to their owners.
+          brc::Object* other = nullptr;
+          if (queue.try_pop(other)) brc::DecRef(other);
+        }
+        // A queue keeps its memory once grown; give it back now and then, so that queueing
+        // to this thread has to allocate again (and sometimes fails).
+        if (rng() % 4 == 0) brc::testing::ReleaseQueueMemoryForTesting();
+        if (t == 0) {
+          absl::StatusOr<brc::CollectResult> r = brc::Collect();
+          collections.fetch_add(1, std::memory_order_relaxed);
+          if (!r.ok()) {
+            if (r.status().code() != absl::StatusCode::kResourceExhausted) {
+              Payload::Fail("alloc: Collect failed with an undocumented status");
+            }
+            collect_failures.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        brc::Safepoint();
+      }
+      prev = nullptr;
+      makers_left.fetch_sub(1);
+      // Drop whatever is left in the queue, then leave.
+      for (brc::Object* other = nullptr;;) {
+        if (queue.try_pop(other)) {
+          brc::DecRef(other);
+        } else if (makers_left.load() == 0) {
+          if (!queue.try_pop(other)) break;
+          brc::DecRef(other);
+        } else {
+          brc::Safepoint();
+          std::this_thread::yield();
+        }
+      }
+      ops.fetch_add(n);
+    });
+  }
+  for (auto& t : pool) t.join();
+  failing.Disarm();
+  {
+    brc::ThreadScope attach;
+    absl::StatusOr<brc::CollectResult> r = brc::Collect();
+    if (!r.ok()) Payload::Fail("alloc: the final collection failed with memory back");
+  }
+  if (g_nodes_constructed.load() != g_nodes_destroyed.load()) {
+    Payload::Fail("alloc: tracked nodes constructed and destroyed differ (lost or leaked)");
+  }
+  (void)brc::SetCollectorConfig({});
+  if (!brc::SetAllocator(&brc::DefaultAllocator()).ok()) {
+    Payload::Fail("alloc: objects still alive after the scenario");
+  }
+  std::printf("brc_stress: alloc: %llu allocations refused: %llu Make failures, %llu failed "
+              "queue pushes, %llu of %llu collections out of memory\n",
+              static_cast<unsigned long long>(failing.refused()),
+              static_cast<unsigned long long>(make_failures.load()),
+              static_cast<unsigned long long>(brc::GetStats().queue_push_failures -
+                                              push_failures_before),
+              static_cast<unsigned long long>(collect_failures.load()),
+              static_cast<unsigned long long>(collections.load()));
+  if (make_failures.load() == 0) Payload::Fail("alloc: no allocation failure was injected");
+  return ops.load();
+}
+
 bool ParseArgs(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     auto value = [&](const char* name) -> const char* {
@@ -259,7 +455,7 @@ int main(int argc, char** argv) {
   Options o;
   if (!ParseArgs(argc, argv, &o)) {
     std::fprintf(stderr,
-                 "usage: brc_stress [--scenario hot|handoff|churn|all] [--threads N] "
+                 "usage: brc_stress [--scenario hot|handoff|churn|alloc|all] [--threads N] "
                  "[--seconds S] [--seed X]\n");
     return 2;
   }
@@ -271,7 +467,8 @@ int main(int argc, char** argv) {
     const char* name;
     uint64_t (*run)(const Options&);
   };
-  const Scenario scenarios[] = {{"hot", Hot}, {"handoff", Handoff}, {"churn", Churn}};
+  const Scenario scenarios[] = {
+      {"hot", Hot}, {"handoff", Handoff}, {"churn", Churn}, {"alloc", Alloc}};
   bool ran = false;
   for (const Scenario& s : scenarios) {
     if (o.scenario != "all" && o.scenario != s.name) continue;

@@ -25,6 +25,7 @@
   X(queued, "objects queued to their owner for a merge")                              \
   X(merges, "merges of the two halves (owner at zero, queue drain, on behalf)")       \
   X(merges_for_owner, "merges done on behalf of an exited or blocked owner")          \
+  X(queue_push_failures, "queue pushes that found no memory (merged, world stopped)")  \
   X(saturated, "objects made immortal because a count would have overflowed")         \
   X(made_immortal, "objects made immortal by MakeImmortal")                           \
   X(allocations, "objects allocated")                                                  \
