@@ -630,6 +630,10 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   // Every Clear() has run, so garbage objects no longer reference each other: dropping one
   // frees only that one, and the next one's count is final. One still referenced from
   // elsewhere (an incomplete Clear, or one that stored the object somewhere) survives.
+  // First merge what was queued to this thread meanwhile: an object it owns whose last
+  // references were dropped by Clear() may still have its queued entry counted (found by the
+  // collector stress program).
+  DrainQueue(self);
   for (Object* ob : garbage) {
     if (Rc::RefCount(ob) > 1) ++result.uncollectable;
     // The collector still holds a reference, so nobody else writes the word now.

@@ -1014,3 +1014,63 @@ TEST_CASE("A collection that runs out of memory reports it and changes nothing",
 }
 
 }  // namespace
+
+namespace {
+
+// Found by the collector stress program: an object the collecting thread owns, queued to it by
+// another thread while the stop was pending, was reported uncollectable after its Clear().
+struct FourEdges : brc::Object {
+  explicit FourEdges(std::atomic<int>* d) : destroyed(d) {}
+  ~FourEdges() { destroyed->fetch_add(1); }
+  void Trace(brc::Visitor& v) const {
+    v.Visit(a);
+    v.Visit(b);
+    v.Visit(c);
+    v.Visit(d);
+  }
+  void Clear() { a = b = c = d = nullptr; }
+  std::atomic<int>* destroyed;
+  brc::Ref<FourEdges> a, b, c, d;
+};
+
+TEST_CASE("An object queued to the collecting thread during the stop is counted as collected",
+          "[collector]") {
+  brc::ThreadScope attach;
+  ManualCollections manual;
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> ready{false}, stop_requested{false}, done{false};
+  // The watchdog runs on this thread while the stop waits for `other`: it tells it to act.
+  REQUIRE(brc::SetStopWatchdog(absl::Milliseconds(1), [&](const brc::LaggingThread&) {
+            stop_requested.store(true);
+          }).ok());
+  brc::Ref<FourEdges> x = brc::Make<FourEdges>(&destroyed);
+  x->a = x;
+  brc::Ref<FourEdges> r1 = x, r2 = x;
+  FourEdges* raw = x.get();
+  std::thread other([&] {
+    brc::ThreadScope attach;
+    brc::Ref<FourEdges> mine1 = std::move(r1), mine2 = std::move(r2);
+    ready.store(true);
+    while (!stop_requested.load()) {
+    }  // no safepoint: the pending stop waits for this thread
+    mine2.Reset();  // shared half 0: queued to the collecting thread, which drained already
+    raw->b = mine1;
+    raw->c = mine1;
+    raw->d = std::move(mine1);
+    brc::Safepoint();  // parks
+    while (!done.load()) brc::Safepoint();
+  });
+  while (!ready.load()) {
+  }
+  x = nullptr;
+  brc::CollectResult r = MustCollect();
+  done.store(true);
+  brc_test::JoinBlocking(other);
+  REQUIRE(brc::SetStopWatchdog(absl::Seconds(1)).ok());
+  CHECK(r.unreachable == 1);
+  CHECK(r.uncollectable == 0);
+  CHECK(r.collected == 1);
+  CHECK(destroyed.load() == 1);
+}
+
+}  // namespace
