@@ -13,8 +13,9 @@ namespace brc::detail {
 // on the owner's behalf (and frees it if that was the last reference).
 void QueueToOwner(Object* ob) noexcept;
 
-// The owner side: takes everything queued to `ts` (the caller's own state) and merges it,
-// freeing what reaches zero. Destructors run without the queue lock held.
+// The owner side: takes everything queued to `ts` (the caller's own state) at this moment and
+// merges it, freeing what reaches zero. Destructors run without the queue lock held; objects
+// they (or other threads) queue meanwhile wait for the next call.
 void DrainQueue(ThreadState* ts) noexcept;
 
 // The caller's own state. Drains until the queue is empty and, in the same critical section,

@@ -126,15 +126,19 @@ void Rc::SharedIncRefEdge(Object* ob, int32_t old) noexcept {
   }
 }
 
-void Rc::Saturate(Object* ob) noexcept {
+bool Rc::Saturate(Object* ob) noexcept {
   // Re-centre the count in the band, keeping the state bits. Relaxed: an immortal object is
-  // never freed, so no ordering depends on this write.
+  // never freed, so no ordering depends on this write. Returns true for the one call that
+  // moved the count into the band (so racing callers count a saturation once).
   int32_t cur = ob->shared_.load(std::memory_order_relaxed);
-  while (CountOf(cur) != kSharedSaturated &&
-         !ob->shared_.compare_exchange_weak(cur, Word(kSharedSaturated, StateOf(cur)),
-                                            std::memory_order_relaxed,
-                                            std::memory_order_relaxed)) {
+  while (CountOf(cur) != kSharedSaturated) {
+    if (ob->shared_.compare_exchange_weak(cur, Word(kSharedSaturated, StateOf(cur)),
+                                          std::memory_order_relaxed,
+                                          std::memory_order_relaxed)) {
+      return !InSaturationBand(CountOf(cur));
+    }
   }
+  return false;
 }
 
 void Rc::DecRefSlow(Object* ob) noexcept {
@@ -216,8 +220,7 @@ void Rc::SharedDecRef(Object* ob) noexcept {
     }
     if (count <= kSharedNegativeLimit) {
       // Would leave the 30-bit range: leak rather than wrap.
-      BRC_STAT_INC(saturated);
-      Saturate(ob);
+      if (Saturate(ob)) BRC_STAT_INC(saturated);
       return;
     }
     int32_t desired = old - kSharedOne;
@@ -238,10 +241,13 @@ bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
   ob->owner_.store(kNoOwner, std::memory_order_relaxed);
   int32_t shared = ob->shared_.load(std::memory_order_relaxed);
   int32_t desired;
+  bool saturates;
   do {
+    saturates = false;
     int64_t total = int64_t{CountOf(shared)} + local + extra;
     if (InSaturationBand(CountOf(shared)) || total >= kSharedSaturationMin) {
       desired = Word(kSharedSaturated, kStateMerged);
+      saturates = !InSaturationBand(CountOf(shared));
     } else if (total < 0) {
       ReportMisuse(ob, "negative reference count found while merging the local and shared "
                        "counts (more releases than references)");
@@ -251,6 +257,7 @@ bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
   } while (!ob->shared_.compare_exchange_weak(shared, desired, std::memory_order_acq_rel,
                                               std::memory_order_relaxed));
   BRC_STAT_INC(merges);
+  if (saturates) BRC_STAT_INC(saturated);  // the sum did not fit: immortal
   return desired == kStateMerged;
 }
 

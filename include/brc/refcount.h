@@ -119,7 +119,7 @@ struct Rc {
   static bool ExplicitMerge(Object* ob, int32_t extra) noexcept;
   static bool TryIncRef(Object* ob) noexcept;
   static void SetMaybeWeak(Object* ob) noexcept;
-  static void Saturate(Object* ob) noexcept;
+  static bool Saturate(Object* ob) noexcept;
   static void Dealloc(Object* ob) noexcept;
   static bool IsImmortal(const Object* ob) noexcept;
   static int64_t RefCount(const Object* ob) noexcept;
