@@ -16,7 +16,7 @@ configs=("$@")
 for preset in "${configs[@]}"; do
   echo "=== brc: $preset: configure, build"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" -j"$jobs" --target brc_tests brc_stress
+  cmake --build --preset "$preset" -j"$jobs" --target brc_tests brc_stress brc_gc_stress brc_thread_stress
   echo "=== brc: $preset: unit tests and short stress runs"
   ctest --preset "$preset" -j"$jobs"
 done

@@ -55,8 +55,16 @@
 #include <vector>
 
 #include "brc/brc.h"
+#include "stress_common.h"
 
 namespace {
+
+using brc_stress::Clock;
+using brc_stress::Deadline;
+using brc_stress::HandoffQueue;
+using brc_stress::Options;
+using brc_stress::ParseArgs;
+using brc_stress::TimeUp;
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kSanitized = true;
@@ -85,13 +93,6 @@ constexpr brc::CollectorConfig kGcConfig = {500, 0.25, 2};
 constexpr uint64_t kAlive = 0xA11CE5A11CE5A11Cull;
 constexpr uint64_t kDead = 0xDEADBEEFDEADBEEFull;
 
-struct Options {
-  std::string scenario = "all";
-  int threads = 4;
-  double seconds = 2.0;
-  uint64_t seed = 1;
-};
-
 uint64_t g_seed = 0;
 const char* g_scenario = "";
 
@@ -118,46 +119,7 @@ const char* g_scenario = "";
 
 void NameThread(const char* name) { pthread_setname_np(pthread_self(), name); }
 
-using Clock = std::chrono::steady_clock;
-
-bool TimeUp(Clock::time_point end) { return Clock::now() >= end; }
-
-Clock::time_point Deadline(double seconds) {
-  return Clock::now() +
-         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-}
-
 constexpr auto kLockTimeout = std::chrono::seconds(kSanitized ? 120 : 30);
-
-// tbb::concurrent_queue in normal builds. Under ThreadSanitizer a mutex queue instead: Debian's
-// oneTBB is not TSan-instrumented and its queue's page recycling is reported as a race inside
-// TBB's headers (protocol.md §8), which would drown the reports about brc itself. The mutex is
-// held only around the deque operation (raw pointers, no count traffic, no safepoint), so a
-// thread waiting for it never waits on anything that a stop of the world could hold up.
-#ifdef BRC_TSAN
-template <class T>
-class HandoffQueue {
- public:
-  void push(T v) {
-    std::lock_guard<std::mutex> lock(mu_);
-    q_.push_back(v);
-  }
-  bool try_pop(T& out) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (q_.empty()) return false;
-    out = q_.front();
-    q_.pop_front();
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<T> q_;
-};
-#else
-template <class T>
-using HandoffQueue = tbb::concurrent_queue<T>;
-#endif
 
 // A lock for data that mutators share (node edges, table slots). Holders never reach a
 // safepoint, never allocate objects and never drop a reference while holding it (they swap
@@ -1093,27 +1055,6 @@ uint64_t Finalizers(const Options& o) {
     Fail("GNode (ballast) constructions and destructions differ after the final collections");
   }
   return f.ops.load();
-}
-
-bool ParseArgs(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* name) -> const char* {
-      if (std::strcmp(argv[i], name) != 0 || i + 1 >= argc) return nullptr;
-      return argv[++i];
-    };
-    if (const char* v = value("--threads")) {
-      o->threads = std::atoi(v);
-    } else if (const char* v = value("--seconds")) {
-      o->seconds = std::atof(v);
-    } else if (const char* v = value("--seed")) {
-      o->seed = std::strtoull(v, nullptr, 10);
-    } else if (const char* v = value("--scenario")) {
-      o->scenario = v;
-    } else {
-      return false;
-    }
-  }
-  return o->threads > 0 && o->seconds > 0;
 }
 
 }  // namespace

@@ -34,16 +34,17 @@
 #include <vector>
 
 #include "brc/brc.h"
+#include "stress_common.h"
 #include "brc/testing.h"
 
 namespace {
 
-struct Options {
-  std::string scenario = "all";
-  int threads = 4;
-  double seconds = 2.0;
-  uint64_t seed = 1;
-};
+using brc_stress::Clock;
+using brc_stress::Deadline;
+using brc_stress::HandoffQueue;
+using brc_stress::Options;
+using brc_stress::ParseArgs;
+using brc_stress::TimeUp;
 
 std::atomic<int64_t> g_constructed{0};
 std::atomic<int64_t> g_destroyed{0};
@@ -64,43 +65,6 @@ struct Payload : brc::Object {
   uint64_t value;
   uint64_t check;
 };
-
-// tbb::concurrent_queue in normal builds. Under ThreadSanitizer a mutex queue instead: Debian's
-// oneTBB is not TSan-instrumented and its queue's page recycling is reported as a race inside
-// TBB's headers (protocol.md §8), which would drown the reports about brc itself.
-#ifdef BRC_TSAN
-template <class T>
-class HandoffQueue {
- public:
-  void push(T v) {
-    std::lock_guard<std::mutex> lock(mu_);
-    q_.push_back(v);
-  }
-  bool try_pop(T& out) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (q_.empty()) return false;
-    out = q_.front();
-    q_.pop_front();
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<T> q_;
-};
-#else
-template <class T>
-using HandoffQueue = tbb::concurrent_queue<T>;
-#endif
-
-using Clock = std::chrono::steady_clock;
-
-bool TimeUp(Clock::time_point end) { return Clock::now() >= end; }
-
-Clock::time_point Deadline(double seconds) {
-  return Clock::now() +
-         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-}
 
 // N threads take and drop references to one object, mixing strong copies and WeakRef::Lock.
 uint64_t Hot(const Options& o) {
@@ -426,27 +390,6 @@ uint64_t Alloc(const Options& o) {
               static_cast<unsigned long long>(collections.load()));
   if (make_failures.load() == 0) Payload::Fail("alloc: no allocation failure was injected");
   return ops.load();
-}
-
-bool ParseArgs(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* name) -> const char* {
-      if (std::strcmp(argv[i], name) != 0 || i + 1 >= argc) return nullptr;
-      return argv[++i];
-    };
-    if (const char* v = value("--threads")) {
-      o->threads = std::atoi(v);
-    } else if (const char* v = value("--seconds")) {
-      o->seconds = std::atof(v);
-    } else if (const char* v = value("--seed")) {
-      o->seed = std::strtoull(v, nullptr, 10);
-    } else if (const char* v = value("--scenario")) {
-      o->scenario = v;
-    } else {
-      return false;
-    }
-  }
-  return o->threads > 0 && o->seconds > 0;
 }
 
 }  // namespace

@@ -50,16 +50,17 @@
 #include <vector>
 
 #include "brc/brc.h"
+#include "stress_common.h"
 #include "brc/testing.h"
 
 namespace {
 
-struct Options {
-  std::string scenario = "all";
-  int threads = 4;
-  double seconds = 2.0;
-  uint64_t seed = 1;
-};
+using brc_stress::Clock;
+using brc_stress::Deadline;
+using brc_stress::HandoffQueue;
+using brc_stress::Options;
+using brc_stress::ParseArgs;
+using brc_stress::TimeUp;
 
 uint64_t g_seed = 0;
 const char* g_scenario = "";
@@ -109,44 +110,6 @@ TypeCounters g_owned{"Owned"};
 TypeCounters g_owned_node{"OwnedNode"};
 TypeCounters g_sat{"SatObject"};
 TypeCounters* const g_all_types[] = {&g_payload, &g_node, &g_owned, &g_owned_node, &g_sat};
-
-// tbb::concurrent_queue in normal builds. Under ThreadSanitizer a mutex queue instead: Debian's
-// oneTBB is not TSan-instrumented and its queue's page recycling is reported as a race inside
-// TBB's headers, which would drown the reports about brc itself. The mutex is never held across
-// a count operation or a safepoint, so a thread waiting for it never waits for a parked one.
-#ifdef BRC_TSAN
-template <class T>
-class HandoffQueue {
- public:
-  void push(T v) {
-    std::lock_guard<std::mutex> lock(mu_);
-    q_.push_back(v);
-  }
-  bool try_pop(T& out) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (q_.empty()) return false;
-    out = q_.front();
-    q_.pop_front();
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  std::deque<T> q_;
-};
-#else
-template <class T>
-using HandoffQueue = tbb::concurrent_queue<T>;
-#endif
-
-using Clock = std::chrono::steady_clock;
-
-bool TimeUp(Clock::time_point end) { return Clock::now() >= end; }
-
-Clock::time_point Deadline(double seconds) {
-  return Clock::now() +
-         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-}
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -1099,29 +1062,6 @@ Result Saturation(const Options& o) {
                      static_cast<unsigned long long>(stats_after.saturated -
                                                      stats_before.saturated));
   return res;
-}
-
-// ------------------------------------------------------------------------------------------
-
-bool ParseArgs(int argc, char** argv, Options* o) {
-  for (int i = 1; i < argc; ++i) {
-    auto value = [&](const char* name) -> const char* {
-      if (std::strcmp(argv[i], name) != 0 || i + 1 >= argc) return nullptr;
-      return argv[++i];
-    };
-    if (const char* v = value("--threads")) {
-      o->threads = std::atoi(v);
-    } else if (const char* v = value("--seconds")) {
-      o->seconds = std::atof(v);
-    } else if (const char* v = value("--seed")) {
-      o->seed = std::strtoull(v, nullptr, 10);
-    } else if (const char* v = value("--scenario")) {
-      o->scenario = v;
-    } else {
-      return false;
-    }
-  }
-  return o->threads > 0 && o->threads <= 1024 && o->seconds > 0;
 }
 
 }  // namespace
