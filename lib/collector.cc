@@ -18,23 +18,25 @@
 //  * kGcFinalized is set, with the world stopped, before Finalize() runs and never cleared.
 #include "brc/collector.h"
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cxxabi.h>
-#include <typeinfo>
 #include <exception>
 #include <mutex>
 #include <string>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "brc/refcount.h"
 #include "brc/stop_the_world.h"
+#include "brc/weak_ref.h"
 #include "gc_heap.h"
 #include "internal_alloc.h"
 #include "merge_queue.h"
@@ -42,7 +44,6 @@
 #include "stop_the_world.h"
 #include "thread_state.h"
 #include "weak_table.h"
-#include "brc/weak_ref.h"
 
 namespace brc::detail {
 
