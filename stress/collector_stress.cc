@@ -63,7 +63,7 @@ using brc_stress::Clock;
 using brc_stress::Deadline;
 using brc_stress::HandoffQueue;
 using brc_stress::Options;
-using brc_stress::ParseArgs;
+using brc_stress::StartRun;
 using brc_stress::TimeUp;
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -1061,16 +1061,8 @@ uint64_t Finalizers(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  if (!ParseArgs(argc, argv, &o)) {
-    std::fprintf(stderr,
-                 "usage: brc_gc_stress [--scenario graph|finalizers|all] [--threads N] "
-                 "[--seconds S] [--seed X]\n");
-    return 2;
-  }
+  if (!StartRun("brc_gc_stress", "graph|finalizers", argc, argv, &o)) return 2;
   g_seed = o.seed;
-  std::printf("brc_gc_stress: scenario=%s threads=%d seconds=%g seed=%llu\n", o.scenario.c_str(),
-              o.threads, o.seconds, static_cast<unsigned long long>(o.seed));
-  std::fflush(stdout);
   // A stop of the world that waits this long for a thread is a hang: fail, naming the thread.
   const double stop_limit_s = kSanitized ? 120 : 30;
   absl::Status wd = brc::SetStopWatchdog(absl::Seconds(5), [stop_limit_s](const brc::LaggingThread& t) {

@@ -43,7 +43,7 @@ using brc_stress::Clock;
 using brc_stress::Deadline;
 using brc_stress::HandoffQueue;
 using brc_stress::Options;
-using brc_stress::ParseArgs;
+using brc_stress::StartRun;
 using brc_stress::TimeUp;
 
 std::atomic<int64_t> g_constructed{0};
@@ -396,16 +396,8 @@ uint64_t Alloc(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  if (!ParseArgs(argc, argv, &o)) {
-    std::fprintf(stderr,
-                 "usage: brc_stress [--scenario hot|handoff|churn|alloc|all] [--threads N] "
-                 "[--seconds S] [--seed X]\n");
-    return 2;
-  }
+  if (!StartRun("brc_stress", "hot|handoff|churn|alloc", argc, argv, &o)) return 2;
   g_seed = o.seed;
-  std::printf("brc_stress: scenario=%s threads=%d seconds=%g seed=%llu\n", o.scenario.c_str(),
-              o.threads, o.seconds, static_cast<unsigned long long>(o.seed));
-  std::fflush(stdout);
   struct Scenario {
     const char* name;
     uint64_t (*run)(const Options&);

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -46,6 +47,23 @@ inline bool ParseArgs(int argc, char** argv, Options* o) {
     }
   }
   return o->threads > 0 && o->threads <= 1024 && o->seconds > 0;
+}
+
+// Parses the command line of `program` (whose scenarios are `scenarios`, e.g. "hot|churn").
+// On success prints the parameter line every run starts with; otherwise prints the usage.
+inline bool StartRun(const char* program, const char* scenarios, int argc, char** argv,
+                     Options* o) {
+  if (!ParseArgs(argc, argv, o)) {
+    std::fprintf(stderr,
+                 "usage: %s [--scenario %s|all] [--threads N] [--seconds S] [--seed X]\n",
+                 program, scenarios);
+    return false;
+  }
+  std::printf("%s: scenario=%s threads=%d seconds=%g seed=%llu\n", program,
+              o->scenario.c_str(), o->threads, o->seconds,
+              static_cast<unsigned long long>(o->seed));
+  std::fflush(stdout);
+  return true;
 }
 
 using Clock = std::chrono::steady_clock;

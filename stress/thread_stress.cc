@@ -59,7 +59,7 @@ using brc_stress::Clock;
 using brc_stress::Deadline;
 using brc_stress::HandoffQueue;
 using brc_stress::Options;
-using brc_stress::ParseArgs;
+using brc_stress::StartRun;
 using brc_stress::TimeUp;
 
 uint64_t g_seed = 0;
@@ -1068,18 +1068,10 @@ Result Saturation(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  if (!ParseArgs(argc, argv, &o)) {
-    std::fprintf(stderr,
-                 "usage: brc_thread_stress [--scenario threads|blocked|saturation|all] "
-                 "[--threads N] [--seconds S] [--seed X]\n");
-    return 2;
-  }
+  if (!StartRun("brc_thread_stress", "threads|blocked|saturation", argc, argv, &o)) return 2;
   g_seed = o.seed;
   g_wait_limit = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(60.0 + 2.0 * o.seconds));
-  std::printf("brc_thread_stress: scenario=%s threads=%d seconds=%g seed=%llu\n",
-              o.scenario.c_str(), o.threads, o.seconds, static_cast<unsigned long long>(o.seed));
-  std::fflush(stdout);
   struct Scenario {
     const char* name;
     Result (*run)(const Options&);
