@@ -82,12 +82,25 @@ Allocator& ScalableAllocator() noexcept {
   return *allocator;
 }
 
+// The built-in default: objects of up to 8 KiB from the calling thread's leaf heap (64 KiB
+// pages, lib/gc_heap.h), larger or over-aligned ones, and the pages themselves, from
+// DefaultImpl. Its Allocate/Deallocate are that page source. While it is installed g_current
+// is nullptr, so AllocateObject and ReleaseObjectStorage take the leaf heap without a virtual
+// call.
+class BrcHeapAllocatorImpl final : public Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    return DefaultImpl::Alloc(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    DefaultImpl::Free(p, size, align);
+  }
+  std::string_view Name() const noexcept override { return "brc-heap"; }
+};
+
 Allocator& DefaultAllocator() noexcept {
-#if defined(BRC_DEFAULT_ALLOCATOR_TBB) && !defined(BRC_SANITIZED)
-  return ScalableAllocator();
-#else
-  return MallocAllocator();
-#endif
+  static Allocator* const allocator = new BrcHeapAllocatorImpl();
+  return *allocator;
 }
 
 absl::Status SetAllocator(Allocator* allocator) {
@@ -105,6 +118,15 @@ absl::Status SetAllocator(Allocator* allocator) {
   return absl::OkStatus();
 }
 
+void ReleaseFreeMemory() noexcept {
+  detail::ThreadState* ts = detail::t_state;
+  if (ts == nullptr) return;
+  for (detail::GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    detail::TrimCachedPages(*heap, 0);
+    heap->high_water = heap->pages;
+  }
+}
+
 Allocator& GetAllocator() noexcept {
   Allocator* a = g_current.load(std::memory_order_acquire);
   return a != nullptr ? *a : DefaultAllocator();
@@ -115,8 +137,20 @@ namespace detail {
 void* AllocateObject(std::size_t size, std::size_t align) {
   // Acquire pairs with the release in SetAllocator.
   Allocator* a = g_current.load(std::memory_order_acquire);
-  void* p = a == nullptr ? DefaultImpl::Alloc(size, align)
-                         : a->Allocate(size, align);
+  void* p;
+  if (a == nullptr) {
+    // The default: small objects from the thread's leaf heap (lib/gc_heap.h), whose pages come
+    // from DefaultImpl; others from DefaultImpl directly.
+    if (LeafHeapFits(size, align)) {
+      ThreadState* ts = t_state;
+      p = ts != nullptr ? TryAllocateLeafLocal(ts, size) : nullptr;
+      if (p == nullptr) p = AllocateLeaf(size);
+    } else {
+      p = DefaultImpl::Alloc(size, align);
+    }
+  } else {
+    p = a->Allocate(size, align);
+  }
   if (p == nullptr) throw std::bad_alloc();
   BRC_STAT_INC(allocations);
   return p;
@@ -130,7 +164,14 @@ void FreeObjectStorage(void* p, std::size_t size, std::size_t align) noexcept {
 void ReleaseObjectStorage(void* mem, std::size_t size, std::size_t align) noexcept {
   Allocator* a = g_current.load(std::memory_order_acquire);  // pairs with SetAllocator
   if (a == nullptr) {
-    DefaultImpl::Free(mem, size, align);
+    // The same choice as AllocateObject made for this size: SetAllocator cannot run while an
+    // object is alive.
+    if (LeafHeapFits(size, align)) {
+      ThreadState* ts = t_state;
+      if (ts == nullptr || !TryFreeLeafLocal(ts, mem)) FreeLeafBlock(mem);
+    } else {
+      DefaultImpl::Free(mem, size, align);
+    }
   } else {
     a->Deallocate(mem, size, align);
   }

@@ -389,7 +389,14 @@ PageList CollectPages() {
   PageList pages;
   uint64_t total = 0;
   ForEachThreadState([&](ThreadState* ts) {
-    total += SweepHeap(ts->heap);
+    // A thread that has exited keeps no empty pages (its id may never be used again).
+    bool exited;
+    {
+      MutexLock lock(&ts->mu);
+      exited = ts->status == ThreadStatus::kExited;
+    }
+    total += SweepHeap(ts->heap, exited);
+    SweepHeap(ts->leaf_heap, exited);
     ForEachPage(ts->heap, [&](GcPage* p) { pages.push_back(p); });
   });
   return pages;

@@ -40,8 +40,7 @@ void Quarantine(Object* ob, void* mem, const TypeInfo* type) noexcept {
   // The tombstone. The object is dead and this thread is the only one entitled to its memory,
   // so relaxed stores suffice; readers are by definition racing with the free.
   Rc::SetType(ob, type);
-  Rc::owner(ob).store(kNoOwner, std::memory_order_relaxed);
-  Rc::local(ob).store(0, std::memory_order_relaxed);
+  Rc::SetBiased(ob, kNoOwner, 0);
   Rc::shared(ob).store(kStateMerged, std::memory_order_relaxed);
   Rc::flags(ob).store(kFlagFreed, std::memory_order_relaxed);
   Entry evicted;

@@ -2,6 +2,8 @@
 // paths and the sweep the collector runs with the world stopped.
 #include "gc_heap.h"
 
+#include <algorithm>
+#include <array>
 #include <new>
 #include <utility>
 
@@ -43,25 +45,65 @@ void Unlink(GcHeap& heap, GcPage* p) noexcept {
   p->prev = p->next = nullptr;
 }
 
-void ReleasePage(GcHeap& heap, GcPage* p) noexcept {
-  Unlink(heap, p);
-  --heap.pages;
+// Gives an unlinked page's memory back to the allocator that made it.
+void FreePageMemory(GcPage* p) noexcept {
   Allocator* a = p->allocator;
   std::size_t bytes = p->bytes;
   p->~GcPage();
   a->Deallocate(p, bytes, kGcPageSize);
 }
 
+void ReleasePage(GcHeap& heap, GcPage* p) noexcept {
+  Unlink(heap, p);
+  --heap.pages;
+  FreePageMemory(p);
+}
+
+// A page with no allocated block leaves its class list: large pages go back to the allocator,
+// small ones to the cache (gc_heap.h, "Empty pages"). Its remote list is empty: `used` counts
+// remote frees until they are reclaimed, and it is 0.
+void RetirePage(GcHeap& heap, GcPage* p) noexcept {
+  if (p->list == kGcLarge) {
+    ReleasePage(heap, p);
+    return;
+  }
+  Unlink(heap, p);
+  --heap.pages;
+  if (heap.pages + heap.cached_count >= std::max<uint64_t>(kMinCachedPages, heap.high_water)) {
+    FreePageMemory(p);
+    return;
+  }
+  p->next = heap.cached;
+  heap.cached = p;
+  ++heap.cached_count;
+}
+
 GcPage* NewPage(GcHeap& heap, int list, std::size_t bytes, uint32_t block_size,
                 uint32_t capacity, uint32_t obj_offset) {
   Allocator& a = GetAllocator();
-  void* mem = a.Allocate(bytes, kGcPageSize);
-  if (mem == nullptr) throw std::bad_alloc();
-  BRC_CHECK(reinterpret_cast<uintptr_t>(mem) % kGcPageSize == 0,
-            "the allocator returned a collector page that is not 64 KiB aligned");
+  void* mem = nullptr;
+  if (bytes == kGcPageSize) {
+    // A cached page made by another allocator (SetAllocator ran since) goes back to it.
+    while (GcPage* c = heap.cached) {
+      heap.cached = c->next;
+      --heap.cached_count;
+      if (c->allocator == &a) {
+        c->~GcPage();
+        mem = c;
+        break;
+      }
+      FreePageMemory(c);
+    }
+  }
+  if (mem == nullptr) {
+    mem = a.Allocate(bytes, kGcPageSize);
+    if (mem == nullptr) throw std::bad_alloc();
+    BRC_CHECK(reinterpret_cast<uintptr_t>(mem) % kGcPageSize == 0,
+              "the allocator returned a collector page that is not 64 KiB aligned");
+  }
   auto* p = ::new (mem) GcPage{&heap, &a, bytes, block_size, capacity, obj_offset, list};
   Link(heap, p, /*front=*/true);
-  ++heap.pages;
+  if (++heap.pages > heap.high_water) heap.high_water = heap.pages;
   return p;
 }
 
@@ -81,11 +123,7 @@ void ReclaimRemote(GcPage* p) noexcept {
 
 // A free block of `p` (its object start), or nullptr when the page is full.
 char* Pop(GcPage* p) noexcept {
-  if (GcFreeBlock* b = p->local_free) {
-    p->local_free = b->next;
-    return reinterpret_cast<char*>(b);
-  }
-  if (p->bump < p->capacity) return p->block(p->bump++) + p->obj_offset;
+  if (char* b = TryPopLocal(p)) return b;
   // Relaxed peek: the exchange in ReclaimRemote is what synchronises.
   if (p->remote_free.load(std::memory_order_relaxed) != nullptr) {
     ReclaimRemote(p);
@@ -137,10 +175,8 @@ int GcListFor(std::size_t size, std::size_t align) noexcept {
   if (align > 16) return kGcLarge;
   std::size_t obj_offset = align > 8 ? 16 : 8;
   std::size_t need = RoundUp(obj_offset + size, 16);
-  for (int cls = 0; cls < kGcSmallClasses; ++cls) {
-    if (kGcClassSizes[cls] >= need) return cls * 2 + (obj_offset == 16 ? 1 : 0);
-  }
-  return kGcLarge;
+  if (need > kLeafMaxSize) return kGcLarge;
+  return kClassOf16[need / 16] * 2 + (obj_offset == 16 ? 1 : 0);
 }
 
 void* AllocateTracked(std::size_t size, std::size_t align) {
@@ -179,21 +215,33 @@ void FlushTrackedAllocationCount() {
   if (n != 0) CountTrackedAllocations(n);
 }
 
-void FreeTrackedBlock(void* object_start) noexcept {
-  auto* ob = static_cast<Object*>(object_start);
-  GcPage* p = GcPageOf(ob);
-  GcWord* w = GcWordOf(ob);
-  w->refs.store(0, std::memory_order_relaxed);
-  w->bits.store(0, std::memory_order_relaxed);  // a stopped collector now skips the block
-  auto* b = static_cast<GcFreeBlock*>(object_start);
+void* AllocateLeaf(std::size_t size) {
   ThreadState* ts = t_state;
-  if (ts != nullptr && p->heap == &ts->heap) {
-    GcHeap& heap = ts->heap;
+  BRC_CHECK(ts != nullptr, "object allocation on a thread that is not attached");
+  GcHeap& heap = ts->leaf_heap;
+  // Leaf blocks have no collector word: the object starts at the block (16-aligned).
+  int list = GcLeafListFor(size);
+  GcPage* head = heap.lists[list];
+  char* ob;
+  if (head == nullptr || (ob = Pop(head)) == nullptr) {
+    ob = PopSlow(heap, list, GcBlockSizeOfList(list), 0);
+  }
+  ++GcPageOf(reinterpret_cast<Object*>(ob))->used;
+  return ob;
+}
+
+namespace {
+
+// Returns a block (its object start) to page `p`: locally when `p` belongs to `own` (the
+// calling thread's heap of the same kind, or nullptr), else with one CAS.
+void FreeBlock(GcPage* p, void* object_start, GcHeap* own) noexcept {
+  auto* b = static_cast<GcFreeBlock*>(object_start);
+  if (p->heap == own) {
     b->next = p->local_free;
     p->local_free = b;
-    // An empty page goes back to its allocator unless allocation is using it.
-    if (--p->used == 0 && (p->list == kGcLarge || p != heap.lists[p->list])) {
-      ReleasePage(heap, p);
+    // An empty page leaves its list unless allocation is using it.
+    if (--p->used == 0 && (p->list == kGcLarge || p != own->lists[p->list])) {
+      RetirePage(*own, p);
     }
     return;
   }
@@ -215,21 +263,48 @@ void FreeTrackedBlock(void* object_start) noexcept {
                                                  std::memory_order_relaxed));
 }
 
+}  // namespace
+
+void FreeLeafBlock(void* mem) noexcept {
+  ThreadState* ts = t_state;
+  FreeBlock(GcPageOf(static_cast<Object*>(mem)), mem, ts != nullptr ? &ts->leaf_heap : nullptr);
+}
+
+void FreeTrackedBlock(void* object_start) noexcept {
+  auto* ob = static_cast<Object*>(object_start);
+  GcWord* w = GcWordOf(ob);
+  w->refs.store(0, std::memory_order_relaxed);
+  w->bits.store(0, std::memory_order_relaxed);  // a stopped collector now skips the block
+  ThreadState* ts = t_state;
+  FreeBlock(GcPageOf(ob), object_start, ts != nullptr ? &ts->heap : nullptr);
+}
+
+void TrimCachedPages(GcHeap& heap, uint64_t keep) noexcept {
+  while (heap.cached_count > keep) {
+    GcPage* p = heap.cached;
+    heap.cached = p->next;
+    --heap.cached_count;
+    FreePageMemory(p);
+  }
+}
+
 void FreeTrackedStorage(void* object_start) noexcept {
   BRC_STAT_INC(frees);
   FreeTrackedBlock(object_start);
 }
 
-uint64_t SweepHeap(GcHeap& heap) noexcept {
+uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept {
   ReleaseLargeFreed(heap);
   for (int l = 0; l < kGcLists; ++l) {
     for (GcPage* p = heap.lists[l]; p != nullptr;) {
       GcPage* next = p->next;
       if (p->remote_free.load(std::memory_order_relaxed) != nullptr) ReclaimRemote(p);
-      if (p->used == 0 && (l == kGcLarge || p != heap.lists[l])) ReleasePage(heap, p);
+      if (p->used == 0 && (l == kGcLarge || p != heap.lists[l])) RetirePage(heap, p);
       p = next;
     }
   }
+  TrimCachedPages(heap, owner_exited ? 0 : heap.cached_count / 2);
+  heap.high_water = heap.pages + heap.cached_count;
   return heap.pages;
 }
 

@@ -9,7 +9,7 @@
 //  * An entry in a queue holds exactly one reference (the decrement that was not applied).
 //  * A thread only queues to a kAttached owner. For a kExited or kBlocked owner it merges
 //    itself, holding the owner's mu, so an owner that attaches or unblocks (it takes mu to
-//    change status) sees the merged header: owner_ = 0 and local_ = 0.
+//    change status) sees the merged header: owner = 0 and local = 0.
 //  * Destructors never run under a queue lock: they may decrement, and so queue, again.
 //  * A thread leaves kAttached (to kBlocked or kExited) only with an empty queue, checked
 //    under mu in the same critical section as the status change.
@@ -45,8 +45,8 @@ bool TryPush(InternalVector<Object*>* queue, Object* ob) noexcept {
 
 void QueueToOwner(Object* ob) noexcept {
   // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
-  // (its local count is >= 1 until the entry is merged), so owner_ is stable here.
-  uint32_t owner = Rc::owner(ob).load(std::memory_order_relaxed);
+  // (its local count is >= 1 until the entry is merged), so its owner is stable here.
+  uint32_t owner = Rc::Owner(ob);
   BRC_CHECK(owner != kNoOwner, "queued object has no owner");
   ThreadState* ts = LookupThread(owner);
   bool free_now = false;
@@ -198,6 +198,12 @@ void DetachCurrentThread() {
   BRC_CHECK(ts->blocking_depth == 0, "DetachCurrentThread inside a BlockingScope");
   if (--ts->attach_depth > 0) return;
   detail::FlushTrackedAllocationCount();
+  // Still attached, so no collection is sweeping these heaps: return their empty pages now (the
+  // few the drain below empties go at the next collection's sweep).
+  detail::TrimCachedPages(ts->heap, 0);
+  detail::TrimCachedPages(ts->leaf_heap, 0);
+  ts->heap.high_water = ts->heap.pages;
+  ts->leaf_heap.high_water = ts->leaf_heap.pages;
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
   // From here on this thread does no count work (protocol.md §3).
   detail::tls_tid = detail::kNotAttached;

@@ -10,7 +10,7 @@
 //    queue lock (see lib/merge_queue.cc).
 //
 // Invariants (see also brc/object.h):
-//  * owner_ and local_ are written as 0 *before* the CAS that publishes kStateMerged, so a
+//  * owner and local (the biased word) are written as 0 *before* the CAS that publishes kStateMerged, so a
 //    thread that sees merged never sees a stale owner (CPython gh-119999, gh-121794).
 //  * The owner reads the shared word with acquire when its count reaches zero: other threads'
 //    releasing decrements happen-before a free here (gh-117657).
@@ -52,8 +52,8 @@ constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturati
 
 // Frees of objects whose destructors are already running on this thread are deferred to the
 // outermost Dealloc, so dropping a long chain (a million-node list) uses constant stack. The
-// deferred objects form an intrusive list through their own dead count fields (owner_ and
-// local_ hold the next pointer), so deferring never allocates.
+// deferred objects form an intrusive list through their own dead count fields (the biased word
+// holds the next pointer), so deferring never allocates.
 constexpr int kMaxDeallocDepth = 64;
 constinit thread_local int t_dealloc_depth = 0;
 constinit thread_local Object* t_deferred = nullptr;
@@ -64,22 +64,18 @@ void PushDeferred(Object* ob) noexcept {
   // thread reads these fields again. The shared word reads "zero, merged", so a buggy count
   // operation on the object in the meantime is still reported as misuse.
   Rc::shared(ob).store(kStateMerged, std::memory_order_relaxed);
-  Rc::owner(ob).store(static_cast<uint32_t>(next), std::memory_order_relaxed);
-  Rc::local(ob).store(static_cast<uint32_t>(next >> 32), std::memory_order_relaxed);
+  Rc::biased(ob).store(next, std::memory_order_relaxed);
   t_deferred = ob;
 }
 
 Object* PopDeferred() noexcept {
   Object* ob = t_deferred;
-  uintptr_t next = Rc::owner(ob).load(std::memory_order_relaxed) |
-                   uintptr_t{Rc::local(ob).load(std::memory_order_relaxed)} << 32;
+  uintptr_t next = Rc::biased(ob).load(std::memory_order_relaxed);
   t_deferred = reinterpret_cast<Object*>(next);
   return ob;
 }
 
-void DestroyAndFree(Object* ob) noexcept {
-  const TypeInfo* type = ob->type_info();
-  BRC_CHECK(type != nullptr, "freeing an object that brc::Make did not finish creating");
+BRC_ALWAYS_INLINE void DestroyAndFree(Object* ob, const TypeInfo* type) noexcept {
   void* mem = type->destroy(ob);
   BRC_STAT_INC(frees);
 #ifdef BRC_DEBUG
@@ -96,10 +92,11 @@ void DestroyAndFree(Object* ob) noexcept {
 }  // namespace
 
 void Rc::IncRefSlow(Object* ob) noexcept {
-  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: see IncRef
+  uint32_t local = LocalOf(biased);
   if (tls_tid == kNotAttached) ReportNotAttached(ob);
   if (local == kLocalImmortal) return;
-  if (ob->owner_.load(std::memory_order_relaxed) != tls_tid) {
+  if (OwnerOf(biased) != tls_tid) {
     // Reached only from the inline path's owner branch; re-route to the shared word.
     int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
     BRC_OP_STAT_INC(shared_increfs);
@@ -111,7 +108,7 @@ void Rc::IncRefSlow(Object* ob) noexcept {
   }
   // local >= 2^31, below kLocalImmortal. At kLocalImmortal - 1 one more reaches the marker:
   // the count saturates and the object is immortal.
-  ob->local_.store(local + 1, std::memory_order_relaxed);
+  SetBiased(ob, tls_tid, local + 1);
   BRC_OP_STAT_INC(local_increfs);
   if (local + 1 == kLocalImmortal) BRC_STAT_INC(saturated);
 }
@@ -142,10 +139,11 @@ bool Rc::Saturate(Object* ob) noexcept {
 }
 
 void Rc::DecRefSlow(Object* ob) noexcept {
-  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: see IncRef
+  uint32_t local = LocalOf(biased);
   if (tls_tid == kNotAttached) ReportNotAttached(ob);
   if (local == kLocalImmortal) return;
-  if (ob->owner_.load(std::memory_order_relaxed) != tls_tid) {
+  if (OwnerOf(biased) != tls_tid) {
     SharedDecRef(ob);
     return;
   }
@@ -154,12 +152,13 @@ void Rc::DecRefSlow(Object* ob) noexcept {
                      "zero (more releases than references, or use after free)");
   }
   if (local != 1) {  // a count of 2^31 or more, below kLocalImmortal
-    ob->local_.store(local - 1, std::memory_order_relaxed);
+    SetBiased(ob, tls_tid, local - 1);
     BRC_OP_STAT_INC(local_decrefs);
     return;
   }
-  // local == 1: the owner's half reaches zero.
-  ob->local_.store(0, std::memory_order_relaxed);
+  // local == 1: the owner's half reaches zero (stored, so that a destructor touching the dying
+  // object is reported as a use after free).
+  SetBiased(ob, tls_tid, 0);
   BRC_OP_STAT_INC(local_decrefs);
   MergeZeroLocal(ob);
 }
@@ -175,8 +174,8 @@ void Rc::MergeZeroLocal(Object* ob) noexcept {
     return;
   }
   // Give up ownership before publishing merged (gh-119999), and only on this path, so that
-  // owner_ == 0 always implies merged (gh-121794). Ordered before the CAS by its release.
-  ob->owner_.store(kNoOwner, std::memory_order_relaxed);
+  // owner == 0 always implies merged (gh-121794). Ordered before the CAS by its release.
+  SetBiased(ob, kNoOwner, 0);
   int32_t desired;
   do {
     int32_t count = CountOf(shared);
@@ -234,11 +233,10 @@ void Rc::SharedDecRef(Object* ob) noexcept {
 }
 
 bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
-  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  uint32_t local = Local(ob);
   if (local == kLocalImmortal) return false;
   // Zero the owner's half and give up ownership before the CAS publishes merged (gh-119999).
-  ob->local_.store(0, std::memory_order_relaxed);
-  ob->owner_.store(kNoOwner, std::memory_order_relaxed);
+  SetBiased(ob, kNoOwner, 0);
   int32_t shared = ob->shared_.load(std::memory_order_relaxed);
   int32_t desired;
   bool saturates;
@@ -262,10 +260,10 @@ bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
 }
 
 bool Rc::TryIncRef(Object* ob) noexcept {
-  uint32_t local = ob->local_.load(std::memory_order_relaxed);
+  uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: see IncRef
   if (tls_tid == kNotAttached) ReportNotAttached(ob);
-  if (local == kLocalImmortal) return true;
-  if (ob->owner_.load(std::memory_order_relaxed) == tls_tid) {
+  if (LocalOf(biased) == kLocalImmortal) return true;
+  if (OwnerOf(biased) == tls_tid) {
     // Owned by this thread, so local >= 1 and nobody else can free it: a plain increment.
     IncRef(ob);
     return true;
@@ -297,9 +295,11 @@ void Rc::SetMaybeWeak(Object* ob) noexcept {
 }
 
 void Rc::Dealloc(Object* ob) noexcept {
+  const TypeInfo* type = ob->type_;
+  BRC_CHECK(type != nullptr, "freeing an object that brc::Make did not finish creating");
   // A dying object leaves the collector's view before anything else happens to it: a
   // collection that a destructor triggers must not trace it (or its deferred-list header).
-  if (ob->type_ != nullptr && ob->type_->gc != nullptr) GcWordOf(ob)->Unset(kGcTracked);
+  if (type->gc != nullptr) GcWordOf(ob)->Unset(kGcTracked);
   // First make the object unreachable through weak references. Relaxed: the decrement that
   // took the count to zero (acquire) ordered every writer of the flag before this point.
   if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
@@ -313,15 +313,18 @@ void Rc::Dealloc(Object* ob) noexcept {
     return;
   }
   ++t_dealloc_depth;
-  DestroyAndFree(ob);
+  DestroyAndFree(ob, type);
   if (t_dealloc_depth == 1) {
-    while (t_deferred != nullptr) DestroyAndFree(PopDeferred());
+    while (t_deferred != nullptr) {
+      Object* next = PopDeferred();
+      DestroyAndFree(next, next->type_info());
+    }
   }
   --t_dealloc_depth;
 }
 
 bool Rc::IsImmortal(const Object* ob) noexcept {
-  return ob->local_.load(std::memory_order_relaxed) == kLocalImmortal ||
+  return Local(ob) == kLocalImmortal ||
          InSaturationBand(CountOf(ob->shared_.load(std::memory_order_relaxed)));
 }
 
@@ -329,13 +332,12 @@ int64_t Rc::RefCount(const Object* ob) noexcept {
   if (IsImmortal(ob)) return kImmortalRefCount;
   int32_t shared = ob->shared_.load(std::memory_order_relaxed);
   int64_t pending = StateOf(shared) == kStateQueued ? 1 : 0;
-  return int64_t{ob->local_.load(std::memory_order_relaxed)} + CountOf(shared) - pending;
+  return int64_t{Local(ob)} + CountOf(shared) - pending;
 }
 
 void Rc::CheckLayout() {
   static_assert(offsetof(Object, type_) == 0);
-  static_assert(offsetof(Object, owner_) == 8);
-  static_assert(offsetof(Object, local_) == 12);
+  static_assert(offsetof(Object, biased_) == 8);
   static_assert(offsetof(Object, shared_) == 16);
   static_assert(offsetof(Object, flags_) == 20);
 }
@@ -348,9 +350,9 @@ void MakeImmortal(Object* ob) noexcept {
   detail::Rc::CheckNotFreed(ob);
   if (detail::Rc::IsImmortal(ob)) return;
   BRC_STAT_INC(made_immortal);
-  if (detail::Rc::owner(ob).load(std::memory_order_relaxed) == detail::tls_tid) {
-    // The owner may write its half: the fast paths then skip the object without a call.
-    detail::Rc::local(ob).store(kLocalImmortal, std::memory_order_relaxed);
+  if (detail::Rc::Owner(ob) == detail::tls_tid) {
+    // The owner may write its word: the fast paths then skip the object without a call.
+    detail::Rc::SetBiased(ob, detail::tls_tid, kLocalImmortal);
   }
   detail::Rc::Saturate(ob);
 }

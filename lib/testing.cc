@@ -13,8 +13,8 @@ using detail::Rc;
 
 Counts GetCounts(const Object* ob) noexcept {
   int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
-  return Counts{Rc::owner(ob).load(std::memory_order_relaxed),
-                Rc::local(ob).load(std::memory_order_relaxed), shared >> kSharedShift,
+  uint64_t biased = Rc::biased(ob).load(std::memory_order_relaxed);
+  return Counts{detail::OwnerOf(biased), detail::LocalOf(biased), shared >> kSharedShift,
                 static_cast<SharedState>(shared & kStateMask),
                 Rc::flags(ob).load(std::memory_order_relaxed)};
 }
@@ -26,7 +26,7 @@ void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, Share
   if (shared_count < -(1 << 29) || shared_count >= (1 << 29)) {
     detail::ReportMisuse(ob, "SetCountsForTesting: shared_count does not fit in 30 bits");
   }
-  Rc::local(ob).store(local, std::memory_order_relaxed);
+  Rc::SetBiased(ob, Rc::Owner(ob), local);  // the owner half is kept
   // Release: a thread that later reads the counts through an acquire sees both halves.
   Rc::shared(ob).store(static_cast<int32_t>(static_cast<uint32_t>(shared_count) << kSharedShift) |
                            state,
@@ -57,9 +57,21 @@ void ReleaseQueueMemoryForTesting() {
 
 uint64_t CollectorHeapPagesForTesting() {
   uint64_t pages = 0;
-  detail::ForEachThreadState([&](detail::ThreadState* ts) { pages += ts->heap.pages; });
+  // Pages in use and cached empty ones: the memory the collector's heaps hold.
+  detail::ForEachThreadState(
+      [&](detail::ThreadState* ts) { pages += ts->heap.pages + ts->heap.cached_count; });
   return pages;
 }
+
+uint64_t LeafHeapPagesForTesting() {
+  uint64_t pages = 0;
+  detail::ForEachThreadState([&](detail::ThreadState* ts) {
+    pages += ts->leaf_heap.pages + ts->leaf_heap.cached_count;
+  });
+  return pages;
+}
+
+bool LeafHeapEnabledForTesting() { return detail::kLeafHeapEnabled; }
 
 std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align) {
   return detail::GcBlockSizeOfList(detail::GcListFor(size, align));  // 0: a page of its own

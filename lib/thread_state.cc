@@ -18,7 +18,7 @@
 
 namespace brc::detail {
 
-thread_local ThreadState* t_state = nullptr;
+constinit thread_local ThreadState* t_state = nullptr;
 
 namespace {
 

@@ -65,6 +65,9 @@ struct ThreadState {
   // thread; read by the collector while the world is stopped. It outlives the thread, like the
   // id: the next thread given this id adopts it.
   GcHeap heap;
+  // The leaf heap (lib/gc_heap.h): untracked objects while the default allocator is in use.
+  // Same owner and lifetime rules; the collector only sweeps it.
+  GcHeap leaf_heap;
 
   // Written and read only by the thread bound to this id.
   // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
@@ -75,7 +78,29 @@ struct ThreadState {
 };
 
 // The state of the calling thread while attached (or blocked), else nullptr. This thread only.
-extern thread_local ThreadState* t_state;
+// constinit: no dynamic initialisation, so an access is a plain TLS load (no init-function
+// check on every allocation and free).
+extern constinit thread_local ThreadState* t_state;
+
+// Fast paths of the leaf heap (lib/gc_heap.h) for the allocator: pop a free block of the
+// calling thread's leaf heap, or nullptr; push a block freed by the page's own thread.
+inline void* TryAllocateLeafLocal(ThreadState* ts, std::size_t size) noexcept {
+  GcPage* head = ts->leaf_heap.lists[GcLeafListFor(size)];
+  if (head == nullptr) return nullptr;
+  char* b = TryPopLocal(head);
+  if (b != nullptr) ++head->used;
+  return b;
+}
+inline bool TryFreeLeafLocal(ThreadState* ts, void* mem) noexcept {
+  GcPage* p = GcPageOf(static_cast<Object*>(mem));
+  // Not this thread's page, or the page would become empty: the out-of-line path decides.
+  if (p->heap != &ts->leaf_heap || p->used <= 1) return false;
+  auto* b = static_cast<GcFreeBlock*>(mem);
+  b->next = p->local_free;
+  p->local_free = b;
+  --p->used;
+  return true;
+}
 
 // Bits of ThreadState::pending.
 inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thread to park
@@ -117,7 +142,7 @@ ThreadState* RegisterCurrentThread();
 // Marks the state exited, folds the thread's counters into the retired totals and frees the id.
 // The caller has drained the queue and set status under mu.
 void UnregisterCurrentThread(ThreadState* ts);
-// The state for `tid`, which must have been handed out before (any object's non-zero owner_).
+// The state for `tid`, which must have been handed out before (any object's non-zero owner).
 ThreadState* LookupThread(uint32_t tid) noexcept;
 // Sum of every attached thread's counters and the retired ones.
 Stats SumStats();

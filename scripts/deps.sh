@@ -3,7 +3,10 @@
 # scripts/test.sh and scripts/bench.sh; usable alone: `scripts/deps.sh [extra packages...]`.
 set -euo pipefail
 
-packages=(cmake g++ make libabsl-dev catch2 libtbb-dev libbenchmark-dev "$@")
+packages=(cmake g++ make libabsl-dev catch2 libtbb-dev libbenchmark-dev libgc-dev "$@")
+# The benchmark report (bench/report.py) and the CPython comparison need a python3; any one on
+# PATH will do, else Debian's.
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

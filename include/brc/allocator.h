@@ -1,7 +1,12 @@
-// Object memory comes from a pluggable allocator. Two are built in: glibc malloc and oneTBB's
-// scalable allocator (tbbmalloc). The default is the one bench/ measured faster for objects on
-// this class of machine (see README); sanitizer builds always default to malloc, which the
-// sanitizers intercept.
+// Object memory comes from a pluggable allocator. Three are built in:
+//  * DefaultAllocator(), "brc-heap": each attached thread allocates objects of up to 8 KiB
+//    from its own heap of 64 KiB pages of equal blocks (a free-list pop, no lock, no atomic);
+//    the owner frees with a push, other threads with one CAS on the page. Pages, and larger
+//    objects, come from malloc. Under AddressSanitizer every object comes from malloc instead,
+//    so that ASan checks each one.
+//  * MallocAllocator(): glibc malloc for every object.
+//  * ScalableAllocator(): oneTBB's tbbmalloc for every object.
+// bench/ compares them (README).
 #ifndef BRC_ALLOCATOR_H_
 #define BRC_ALLOCATOR_H_
 
@@ -25,6 +30,7 @@ class Allocator {
 
 Allocator& MallocAllocator() noexcept;
 Allocator& ScalableAllocator() noexcept;  // oneTBB tbbmalloc
+// The default (brc-heap). Its Allocate/Deallocate are its page source (malloc).
 Allocator& DefaultAllocator() noexcept;
 
 // Installs `allocator` for all later object allocations. Call it at start-up: it fails with
@@ -32,6 +38,11 @@ Allocator& DefaultAllocator() noexcept;
 // that made it), and with InvalidArgument for nullptr. The allocator must outlive its objects.
 absl::Status SetAllocator(Allocator* allocator);
 Allocator& GetAllocator() noexcept;
+
+// Each thread keeps the empty 64 KiB pages of its heaps (default allocator's objects and
+// tracked objects) for reuse, up to its own peak of pages in use; a collection gives half of
+// them back, a detaching thread all of them. This gives back the calling thread's now.
+void ReleaseFreeMemory() noexcept;
 
 namespace detail {
 // Allocate from the current allocator; throws std::bad_alloc on failure. Counts allocations.

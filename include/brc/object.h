@@ -3,19 +3,24 @@
 // The header is 24 bytes (CPython's free-threaded header is 32): no vtable is required, because
 // the type record carries the destructor, the name used in error reports and the layout.
 //
-//   byte  0       8          12         16                    20         24
-//         +-------+----------+----------+---------------------+----------+
-//         | type_ | owner_   | local_   | shared_             | flags_   |
-//         | ptr   | uint32   | uint32   | int32: count<<2|st  | uint32   |
-//         +-------+----------+----------+---------------------+----------+
+//   byte  0       8                     16                    20         24
+//         +-------+---------------------+---------------------+----------+
+//         | type_ | biased_             | shared_             | flags_   |
+//         | ptr   | uint64: local<<32 | | int32: count<<2|st  | uint32   |
+//         |       |         owner       |                     |          |
+//         +-------+---------------------+---------------------+----------+
+//
+// The owner id and the local count share one 64-bit word (the "biased" word; below, owner =
+// its low half, local = its high half), so the owner's fast path is one load and one store of
+// it, checked against the thread's id with one comparison, like a plain counter plus a test.
 //
 // Invariants (protocol.md §1-§2):
-//  * true count = local_ + (shared_ >> 2)  (arithmetic shift; the shared count may be negative
+//  * true count = local + (shared_ >> 2)  (arithmetic shift; the shared count may be negative
 //    while unmerged: the owner took a reference that another thread dropped).
-//  * owner_ == 0  <=>  the object is unowned and its whole count lives in shared_ (state merged),
+//  * owner == 0  <=>  the object is unowned and its whole count lives in shared_ (state merged),
 //    or the object is immortal.
-//  * An owned object has local_ >= 1: the owner gives up ownership when its count reaches zero.
-//  * Immortal: local_ == kLocalImmortal, or the shared count is in the saturation band
+//  * An owned object has local >= 1: the owner gives up ownership when its count reaches zero.
+//  * Immortal: local == kLocalImmortal, or the shared count is in the saturation band
 //    [kSharedSaturationMin, 2^29). Both are sticky: no decrement ever leaves them.
 #ifndef BRC_OBJECT_H_
 #define BRC_OBJECT_H_
@@ -78,6 +83,19 @@ inline constexpr int32_t kSharedNegativeLimit = -(1 << 28);
 // The local count saturates at its maximum, which marks the object immortal.
 inline constexpr uint32_t kLocalImmortal = UINT32_MAX;
 
+namespace detail {
+// The biased word: owner id in the low 32 bits, local count in the high 32 bits.
+inline constexpr int kLocalShift = 32;
+inline constexpr uint64_t kLocalOne = uint64_t{1} << kLocalShift;
+constexpr uint32_t OwnerOf(uint64_t biased) noexcept { return static_cast<uint32_t>(biased); }
+constexpr uint32_t LocalOf(uint64_t biased) noexcept {
+  return static_cast<uint32_t>(biased >> kLocalShift);
+}
+constexpr uint64_t Biased(uint32_t owner, uint32_t local) noexcept {
+  return (uint64_t{local} << kLocalShift) | owner;
+}
+}  // namespace detail
+
 // Bits of Object::flags_.
 enum ObjectFlag : uint32_t {
   kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
@@ -103,7 +121,7 @@ class Object {
   // The creating thread owns the object and holds its first reference (adopted by Make, which
   // has checked that the thread is attached). Nothing is shared yet, so relaxed is enough.
   Object() noexcept
-      : owner_(detail::tls_tid), local_(1), shared_(0), flags_(0) {}
+      : biased_(detail::Biased(detail::tls_tid, 1)), shared_(0), flags_(0) {}
   ~Object() = default;
 
  private:
@@ -111,13 +129,13 @@ class Object {
 
   // Written once by brc::Make before the object is published.
   const TypeInfo* type_ = nullptr;
-  // Owner thread id, 0 when unowned. Written by the owner when it gives up ownership, by a
-  // thread merging on behalf of a dead or blocked owner while holding that owner's queue lock,
-  // and read by every thread (relaxed: a stale value can only send a thread to the atomic path).
-  std::atomic<uint32_t> owner_;
-  // Local count. Written only by the owner (or by a merger under the owner's queue lock);
-  // relaxed loads and stores, never a read-modify-write.
-  std::atomic<uint32_t> local_;
+  // Owner thread id (low half, 0 when unowned) and local count (high half). Written only by the
+  // owner (its counting, and giving up ownership), by a thread merging on behalf of a dead or
+  // blocked owner while holding that owner's queue lock, or with the world stopped: never by two
+  // threads at once, so relaxed loads and whole-word stores, never a read-modify-write. Read by
+  // every thread (relaxed: a stale owner can only send a thread to the atomic path, and only
+  // the owner relies on the local half).
+  std::atomic<uint64_t> biased_;
   // Shared word: (count << 2) | state. Any thread, atomic read-modify-write.
   std::atomic<int32_t> shared_;
   // ObjectFlag bits. Any thread, atomic fetch_or.
@@ -127,6 +145,7 @@ class Object {
 static_assert(sizeof(void*) == 8, "brc's header layout assumes a 64-bit target");
 static_assert(sizeof(Object) == 24, "the object header must stay at 24 bytes");
 static_assert(alignof(Object) == 8);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
 static_assert(kSharedSaturated > kSharedSaturationMin && kSharedSaturated < (1 << 29));

@@ -1,7 +1,7 @@
 // Biased reference counting: the inline fast paths and the public counting API.
 //
-// Owner thread: a relaxed load and a relaxed store of the local half. No read-modify-write
-// instruction, no fence. One signed comparison sends every edge case (the count reaching 0,
+// Owner thread: a relaxed load and a relaxed store of the biased word (owner id | local count).
+// No read-modify-write instruction, no fence. One signed comparison sends every edge case (the count reaching 0,
 // counts of 2^31 and more, saturation, immortality, a count already at zero) to an
 // out-of-line slow path.
 // Other threads: one atomic add (increment) or one CAS (decrement) on the shared word.
@@ -48,21 +48,23 @@ struct Rc {
 
   static BRC_ALWAYS_INLINE void IncRef(Object* ob) noexcept {
     CheckNotFreed(ob);
-    // Relaxed loads: local_ is written only by this thread if it is the owner; owner_ can change
-    // only from this thread's id to 0 (never to this id), so a stale value is harmless.
-    uint32_t local = ob->local_.load(std::memory_order_relaxed);
+    // Relaxed: the biased word is written only by this thread if it is the owner; its owner
+    // half can change only from this thread's id to 0 (never to this id), so a stale value is
+    // harmless.
+    uint64_t biased = ob->biased_.load(std::memory_order_relaxed);
     uint32_t tid = tls_tid;
-    if (BRC_LIKELY(ob->owner_.load(std::memory_order_relaxed) == tid)) {
-      // local in [1, 2^31): one sign test (no subtraction) keeps the fast path far from
-      // saturation. 0 (misuse), counts of 2^31 and more, and kLocalImmortal take the slow path.
-      if (BRC_LIKELY(static_cast<int32_t>(local) > 0)) {
-        ob->local_.store(local + 1, std::memory_order_relaxed);
+    if (BRC_LIKELY(OwnerOf(biased) == tid)) {
+      // local in [1, 2^31) <=> the word, read as signed, is >= 2^32: one comparison (no
+      // subtraction) keeps the fast path far from saturation. 0 (misuse), counts of 2^31 and
+      // more, and kLocalImmortal take the slow path.
+      if (BRC_LIKELY(static_cast<int64_t>(biased) >= static_cast<int64_t>(kLocalOne))) {
+        ob->biased_.store(biased + kLocalOne, std::memory_order_relaxed);
         BRC_OP_STAT_INC(local_increfs);
         return;
       }
-      if (local == kLocalImmortal) return;  // made immortal by its owner
+      if (LocalOf(biased) == kLocalImmortal) return;  // made immortal by its owner
     } else if (tid != kNotAttached) {
-      if (local == kLocalImmortal) return;  // immortal: no counting
+      if (LocalOf(biased) == kLocalImmortal) return;  // immortal: no counting
       // Relaxed: the caller already holds a reference, so no other memory needs ordering.
       int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
       BRC_OP_STAT_INC(shared_increfs);
@@ -77,19 +79,19 @@ struct Rc {
 
   static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
     CheckNotFreed(ob);
-    uint32_t local = ob->local_.load(std::memory_order_relaxed);
+    uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: as in IncRef
     uint32_t tid = tls_tid;
-    if (BRC_LIKELY(ob->owner_.load(std::memory_order_relaxed) == tid)) {
-      // local in [2, 2^31): stays >= 1. 1 (merge), 0 (misuse), counts of 2^31 and more, and
-      // kLocalImmortal take the slow path.
-      if (BRC_LIKELY(static_cast<int32_t>(local) > 1)) {
-        ob->local_.store(local - 1, std::memory_order_relaxed);
+    if (BRC_LIKELY(OwnerOf(biased) == tid)) {
+      // local in [2, 2^31) (so it stays >= 1) <=> the signed word is >= 2 * 2^32. 1 (merge),
+      // 0 (misuse), counts of 2^31 and more, and kLocalImmortal take the slow path.
+      if (BRC_LIKELY(static_cast<int64_t>(biased) >= static_cast<int64_t>(2 * kLocalOne))) {
+        ob->biased_.store(biased - kLocalOne, std::memory_order_relaxed);
         BRC_OP_STAT_INC(local_decrefs);
         return;
       }
-      if (local == kLocalImmortal) return;
+      if (LocalOf(biased) == kLocalImmortal) return;
     } else if (tid != kNotAttached) {
-      if (local == kLocalImmortal) return;  // immortal: no counting
+      if (LocalOf(biased) == kLocalImmortal) return;  // immortal: no counting
       int32_t old = ob->shared_.load(std::memory_order_relaxed);
       // Common case: shared count in [1, saturation). Subtract with one CAS. Release publishes
       // this thread's writes to the object to whoever frees it; acquire makes the others'
@@ -125,12 +127,21 @@ struct Rc {
   static int64_t RefCount(const Object* ob) noexcept;
 
   // Raw access for brc/testing.h and the weak-reference table.
-  static std::atomic<uint32_t>& owner(Object* ob) { return ob->owner_; }
-  static std::atomic<uint32_t>& local(Object* ob) { return ob->local_; }
+  static std::atomic<uint64_t>& biased(Object* ob) { return ob->biased_; }
   static std::atomic<int32_t>& shared(Object* ob) { return ob->shared_; }
   static std::atomic<uint32_t>& flags(Object* ob) { return ob->flags_; }
-  static const std::atomic<uint32_t>& owner(const Object* ob) { return ob->owner_; }
-  static const std::atomic<uint32_t>& local(const Object* ob) { return ob->local_; }
+  static const std::atomic<uint64_t>& biased(const Object* ob) { return ob->biased_; }
+  // Relaxed loads of one half (see Object::biased_ for who may write it).
+  static uint32_t Owner(const Object* ob) {
+    return OwnerOf(ob->biased_.load(std::memory_order_relaxed));
+  }
+  static uint32_t Local(const Object* ob) {
+    return LocalOf(ob->biased_.load(std::memory_order_relaxed));
+  }
+  // A whole-word store: the caller is the only thread that may write the word now.
+  static void SetBiased(Object* ob, uint32_t owner, uint32_t local) {
+    ob->biased_.store(Biased(owner, local), std::memory_order_relaxed);
+  }
   static const std::atomic<int32_t>& shared(const Object* ob) { return ob->shared_; }
   static const std::atomic<uint32_t>& flags(const Object* ob) { return ob->flags_; }
   static void CheckLayout();

@@ -41,6 +41,10 @@ void ReleaseQueueMemoryForTesting();
 
 // Pages of the collector's heap, summed over every thread id (racy while others allocate).
 uint64_t CollectorHeapPagesForTesting();
+// Pages (in use and cached empty) of the default allocator's per-thread leaf heaps, summed over
+// every thread id; and whether that heap is in use in this build (not under AddressSanitizer).
+uint64_t LeafHeapPagesForTesting();
+bool LeafHeapEnabledForTesting();
 
 // Bytes a tracked object of `size` bytes and alignment `align` occupies in the collector's heap
 // (its block: collector word, header and fields, rounded to the size class); 0 when it gets a

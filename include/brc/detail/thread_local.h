@@ -10,10 +10,10 @@
 
 namespace brc::detail {
 
-// owner_ value of an object nobody owns (merged, or immortal).
+// Owner id of an object nobody owns (merged, or immortal).
 inline constexpr uint32_t kNoOwner = 0;
 // tls_tid of a thread that is not attached, or is inside a BlockingScope. It never equals an
-// object's owner_, so such a thread always takes the slow path, which reports the misuse.
+// object's owner id, so such a thread always takes the slow path, which reports the misuse.
 inline constexpr uint32_t kNotAttached = UINT32_MAX;
 
 // This thread's id while attached (1, 2, ...), else kNotAttached. Written only by this thread.
