@@ -66,6 +66,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -295,9 +297,17 @@ void BM_CollectPause(benchmark::State& state) {
   RunLiveHeap(state, state.range(0), 10, static_cast<int>(state.range(1)));
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
+// A smoke run (scripts/bench.sh --quick sets BRC_BENCH_QUICK) measures the smallest heap only.
+bool QuickRun() {
+  const char* q = std::getenv("BRC_BENCH_QUICK");
+  return q != nullptr && q[0] != '\0' && std::strcmp(q, "0") != 0;
+}
+
 BENCHMARK(BM_CollectPause)
     ->ArgNames({"objects", "workers"})
-    ->ArgsProduct({{100'000, 1'000'000, 4'000'000}, {1, 2}})
+    ->ArgsProduct({QuickRun() ? std::vector<int64_t>{100'000}
+                              : std::vector<int64_t>{100'000, 1'000'000, 4'000'000},
+                   {1, 2}})
     ->UseManualTime()
     ->Iterations(5)
     ->Unit(benchmark::kMillisecond);

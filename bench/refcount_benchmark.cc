@@ -2,27 +2,29 @@
 // baselines that bound it, all in one binary so that one run on one machine compares them.
 //
 // Counting (time per iteration = ns per increment+decrement pair, single thread unless noted):
-//   BM_PlainCounter    ++/-- on a plain int64 field: the physical limit
-//   BM_StdAtomic       fetch_add(relaxed) + fetch_sub(acq_rel) on one std::atomic<int64_t>
-//   BM_SharedPtrCopy   copy + destroy a std::shared_ptr
-//   BM_BrcOwner        brc::IncRef + brc::DecRef by the owner (local half, no atomic)
-//   BM_BrcNonOwner     the same on an object owned by another (live, blocked) thread
-//   BM_BrcImmortal     the same on an immortal object
-//   BM_BrcRefCopy      copy + destroy a brc::Ref held by the owner (vs BM_SharedPtrCopy)
+//   BM_Pair/plain        ++/-- on a plain int64 field: the physical limit
+//   BM_Pair/atomic       fetch_add(relaxed) + fetch_sub(acq_rel) on one std::atomic<int64_t>
+//   BM_Pair/shared_ptr   copy + destroy a std::shared_ptr
+//   BM_Pair/brc_owner    brc::IncRef + brc::DecRef by the owner (local half, no atomic)
+//   BM_Pair/brc_nonowner the same on an object owned by another (live, blocked) thread
+//   BM_Pair/brc_immortal the same on an immortal object
+//   BM_Pair/brc_ref      copy + destroy a brc::Ref held by the owner (vs BM_Pair/shared_ptr)
 //   .../threads:2      one counter hammered from both cores (CPU column = per thread)
 // Every contender uses the same discipline: the object is reached through a pointer the
 // compiler cannot see through (Opaque() once: see its comment), and a compiler barrier
 // (benchmark::ClobberMemory) follows each increment and each decrement, so that every operation
 // really loads and stores the count and nothing is folded or hoisted out of the loop.
 //
-// Object memory (brc::MallocAllocator vs brc::ScalableAllocator, /malloc and /tbbmalloc):
+// Object memory (brc's default per-thread heap, brc::MallocAllocator, brc::ScalableAllocator:
+// /brc_heap, /malloc and /tbbmalloc):
 //   BM_MakeDrop        Make + drop one 48-byte object
 //   BM_MakeDropBatch   Make 1000 into a vector, then drop them all
 //   BM_CrossThread     one thread makes objects, another drops them (objects go back to the
 //                      owner's merge queue and are freed at its safepoints, as brc does)
 //   BM_AllocatorRaw / BM_AllocatorCrossThreadRaw: the allocator alone, for reference
-//   BM_BinaryTrees     build a depth-16 tree of brc objects, walk it, drop it
 // with std::make_shared / std::shared_ptr baselines. The per_obj counter is seconds per object.
+// Binary trees, the thread-scaling, false-sharing and hand-off scenarios are in
+// threads_benchmark.cc; the collector's in collector_benchmark.cc.
 //
 // By default the binary runs 5 repetitions of at least 0.2 s each and reports aggregates only
 // (about 35 s on a 2-core VM); a --benchmark_repetitions, --benchmark_report_aggregates_only or
@@ -165,7 +167,7 @@ void BM_PlainCounter(benchmark::State& state) {
   if (p->refcount != 1) state.SkipWithError("plain counter unbalanced");
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_PlainCounter);
+BENCHMARK(BM_PlainCounter)->Name("BM_Pair/plain");
 
 // The std::atomic baseline's timed loop (one thread or several on one counter).
 inline void AtomicPairs(benchmark::State& state, AtomicObject* p) {
@@ -184,7 +186,7 @@ void BM_StdAtomic(benchmark::State& state) {
   AtomicPairs(state, p);
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_StdAtomic);
+BENCHMARK(BM_StdAtomic)->Name("BM_Pair/atomic");
 
 void BM_SharedPtrCopy(benchmark::State& state) {
   auto sp = std::make_shared<PlainPayload>();
@@ -200,7 +202,7 @@ void BM_SharedPtrCopy(benchmark::State& state) {
   if (sp.use_count() != 1) state.SkipWithError("shared_ptr count unbalanced");
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_SharedPtrCopy);
+BENCHMARK(BM_SharedPtrCopy)->Name("BM_Pair/shared_ptr");
 
 void BM_BrcOwner(benchmark::State& state) {
   brc::ThreadScope attach;
@@ -214,7 +216,7 @@ void BM_BrcOwner(benchmark::State& state) {
   if (brc::GetRefCount(ob) != 1) state.SkipWithError("brc count unbalanced");
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_BrcOwner);
+BENCHMARK(BM_BrcOwner)->Name("BM_Pair/brc_owner");
 
 // An object made by another attached thread, which keeps owning it. The creator hands one
 // reference over and then waits in a brc::BlockingScope until released: the shape of a producer
@@ -285,7 +287,7 @@ void BM_BrcNonOwner(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_BrcNonOwner);
+BENCHMARK(BM_BrcNonOwner)->Name("BM_Pair/brc_nonowner");
 
 void BM_BrcImmortal(benchmark::State& state) {
   brc::ThreadScope attach;
@@ -301,7 +303,7 @@ void BM_BrcImmortal(benchmark::State& state) {
   brc::testing::FreeImmortalForTesting(ob);
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_BrcImmortal);
+BENCHMARK(BM_BrcImmortal)->Name("BM_Pair/brc_immortal");
 
 void BM_BrcRefCopy(benchmark::State& state) {
   brc::ThreadScope attach;
@@ -318,7 +320,7 @@ void BM_BrcRefCopy(benchmark::State& state) {
   if (brc::GetRefCount(ref.get()) != 1) state.SkipWithError("brc count unbalanced");
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_BrcRefCopy);
+BENCHMARK(BM_BrcRefCopy)->Name("BM_Pair/brc_ref");
 
 // ---------------------------------------------------------------------------------------------
 // Counting, both cores on one counter. The CPU-time column is per thread.
@@ -412,6 +414,7 @@ void BM_MakeDrop(benchmark::State& state, brc::Allocator* allocator) {
   }
   SetPerObject(state, 1);
 }
+BENCHMARK_CAPTURE(BM_MakeDrop, brc_heap, &brc::DefaultAllocator());
 BENCHMARK_CAPTURE(BM_MakeDrop, malloc, &brc::MallocAllocator());
 BENCHMARK_CAPTURE(BM_MakeDrop, tbbmalloc, &brc::ScalableAllocator());
 
@@ -456,6 +459,7 @@ void BM_MakeDropBatch(benchmark::State& state, brc::Allocator* allocator) {
   }
   SetPerObject(state, kBatch);
 }
+BENCHMARK_CAPTURE(BM_MakeDropBatch, brc_heap, &brc::DefaultAllocator());
 BENCHMARK_CAPTURE(BM_MakeDropBatch, malloc, &brc::MallocAllocator());
 BENCHMARK_CAPTURE(BM_MakeDropBatch, tbbmalloc, &brc::ScalableAllocator());
 
@@ -573,6 +577,7 @@ void BM_CrossThread(benchmark::State& state, brc::Allocator* allocator) {
   brc::Safepoint();  // free what the consumer queued last
   SetPerObject(state, kBatch);
 }
+BENCHMARK_CAPTURE(BM_CrossThread, brc_heap, &brc::DefaultAllocator())->UseRealTime();
 BENCHMARK_CAPTURE(BM_CrossThread, malloc, &brc::MallocAllocator())->UseRealTime();
 BENCHMARK_CAPTURE(BM_CrossThread, tbbmalloc, &brc::ScalableAllocator())->UseRealTime();
 
@@ -603,66 +608,6 @@ BENCHMARK_CAPTURE(BM_AllocatorCrossThreadRaw, malloc, &brc::MallocAllocator())->
 BENCHMARK_CAPTURE(BM_AllocatorCrossThreadRaw, tbbmalloc, &brc::ScalableAllocator())
     ->UseRealTime();
 
-// (d) Binary trees (the benchmarks-game shape): build a complete tree of depth 16
-// (131071 nodes, 40 bytes each), walk it, drop it.
-constexpr int kTreeDepth = 16;
-constexpr int64_t kTreeNodes = (int64_t{1} << (kTreeDepth + 1)) - 1;
-
-struct TreeNode : brc::Object {
-  brc::Ref<TreeNode> left, right;
-};
-
-// One tree shape for brc and for the shared_ptr baseline: `make()` returns a new node handle.
-template <class Make>
-std::invoke_result_t<Make> BuildTree(int depth, Make make) {
-  auto node = make();
-  if (depth > 0) {
-    node->left = BuildTree(depth - 1, make);
-    node->right = BuildTree(depth - 1, make);
-  }
-  return node;
-}
-
-template <class Node>
-int64_t CountNodes(const Node* node) {
-  return node->left ? 1 + CountNodes(node->left.get()) + CountNodes(node->right.get()) : 1;
-}
-
-brc::Ref<TreeNode> BuildBrcTree(int depth) {
-  return BuildTree(depth, [] { return brc::Make<TreeNode>(); });
-}
-
-void BM_BinaryTrees(benchmark::State& state, brc::Allocator* allocator) {
-  AllocatorScope use(state, *allocator);
-  if (!use.ok()) return;
-  brc::ThreadScope attach;
-  for (auto _ : state) {
-    brc::Ref<TreeNode> root = BuildBrcTree(kTreeDepth);
-    if (CountNodes(root.get()) != kTreeNodes) state.SkipWithError("wrong tree size");
-  }
-  SetPerObject(state, kTreeNodes);
-}
-BENCHMARK_CAPTURE(BM_BinaryTrees, malloc, &brc::MallocAllocator())->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_BinaryTrees, tbbmalloc, &brc::ScalableAllocator())
-    ->Unit(benchmark::kMillisecond);
-
-struct SharedTreeNode {
-  std::shared_ptr<SharedTreeNode> left, right;
-};
-
-std::shared_ptr<SharedTreeNode> BuildSharedTree(int depth) {
-  return BuildTree(depth, [] { return std::make_shared<SharedTreeNode>(); });
-}
-
-void BM_BinaryTreesSharedPtr(benchmark::State& state) {
-  for (auto _ : state) {
-    std::shared_ptr<SharedTreeNode> root = BuildSharedTree(kTreeDepth);
-    if (CountNodes(root.get()) != kTreeNodes) state.SkipWithError("wrong tree size");
-  }
-  SetPerObject(state, kTreeNodes);
-}
-BENCHMARK(BM_BinaryTreesSharedPtr)->Unit(benchmark::kMillisecond);
-
 bool HasFlag(int argc, char** argv, const char* prefix) {
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], prefix, std::strlen(prefix)) == 0) return true;
@@ -673,9 +618,11 @@ bool HasFlag(int argc, char** argv, const char* prefix) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Defaults for this suite: 5 repetitions, aggregates only. Flags given by the caller win.
+  // Defaults for this suite: 5 repetitions; the console shows aggregates only, a --benchmark_out
+  // file keeps every repetition (bench/report.py computes medians and spread from them). Flags
+  // given by the caller win.
   static char kRepetitions[] = "--benchmark_repetitions=5";
-  static char kAggregatesOnly[] = "--benchmark_report_aggregates_only=true";
+  static char kAggregatesOnly[] = "--benchmark_display_aggregates_only=true";
   static char kMinTime[] = "--benchmark_min_time=0.2";
   std::vector<char*> args(argv, argv + argc);
   if (!HasFlag(argc, argv, "--benchmark_repetitions")) {

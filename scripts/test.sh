@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, then builds and runs the unit tests and
-# short stress runs in three configurations (Release, ASan+UBSan with BRC_DEBUG, TSan), and
-# builds a consumer project against the installed package.
+# short stress runs in three configurations (Release, ASan+UBSan with BRC_DEBUG, TSan), builds a
+# consumer project against the installed package, and smoke-runs the benchmark suite and report.
 #
 #   scripts/test.sh                 all three configurations
 #   scripts/test.sh release|asan|tsan [...]   only those
@@ -29,5 +29,21 @@ if [[ " ${configs[*]} " == *" release "* ]]; then
   cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
   cmake --build build/consumer -j"$jobs"
   ./build/consumer/consumer
+fi
+if [[ " ${configs[*]} " == *" release "* ]]; then
+  # The benchmark suite and its report in smoke mode: checks that they run, not how fast.
+  echo "=== brc: benchmark smoke run (scripts/bench.sh --quick)"
+  scripts/bench.sh --quick >build/bench-quick.log 2>&1 || { tail -50 build/bench-quick.log; exit 1; }
+  test -s build/report/report.md && test -s build/report/throughput.svg
+  python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' build/report/throughput.svg
+  # Every benchmark ran and none reported an error (a wrong tree size, a wrong refcount path).
+  python3 - build/report/brc_bench.json <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["benchmarks"]
+bad = sorted({r["name"] + ": " + r.get("error_message", "") for r in rows if r.get("error_occurred")})
+if bad or len(rows) < 100:
+    sys.exit("benchmark smoke run: %d rows, errors: %s" % (len(rows), bad))
+PY
+  tail -25 build/bench-quick.log
 fi
 echo "=== brc: all passed (${configs[*]})"
