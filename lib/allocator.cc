@@ -120,11 +120,9 @@ absl::Status SetAllocator(Allocator* allocator) {
 
 void ReleaseFreeMemory() noexcept {
   detail::ThreadState* ts = detail::t_state;
-  if (ts == nullptr) return;
-  for (detail::GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
-    detail::TrimCachedPages(*heap, 0);
-    heap->high_water = heap->pages;
-  }
+  // Not attached, or blocked: a collection may be sweeping this thread's heaps right now.
+  if (ts == nullptr || ts->blocking_depth > 0) return;
+  detail::SweepOwnHeaps(ts);
 }
 
 Allocator& GetAllocator() noexcept {
@@ -161,8 +159,17 @@ void FreeObjectStorage(void* p, std::size_t size, std::size_t align) noexcept {
   ReleaseObjectStorage(p, size, align);
 }
 
+Allocator* CurrentAllocatorOrNull() noexcept {
+  return g_current.load(std::memory_order_acquire);  // pairs with SetAllocator
+}
+
 void ReleaseObjectStorage(void* mem, std::size_t size, std::size_t align) noexcept {
-  Allocator* a = g_current.load(std::memory_order_acquire);  // pairs with SetAllocator
+  // Acquire pairs with the release in SetAllocator.
+  ReleaseObjectStorageWith(g_current.load(std::memory_order_acquire), mem, size, align);
+}
+
+void ReleaseObjectStorageWith(Allocator* a, void* mem, std::size_t size,
+                              std::size_t align) noexcept {
   if (a == nullptr) {
     // The same choice as AllocateObject made for this size: SetAllocator cannot run while an
     // object is alive.

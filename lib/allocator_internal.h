@@ -10,6 +10,11 @@ namespace brc::detail {
 
 // Returns object storage to the current allocator. No statistics.
 void ReleaseObjectStorage(void* mem, std::size_t size, std::size_t align) noexcept;
+// The installed allocator, nullptr for the built-in default; and the release through it (for
+// storage freed later than its object died: the BRC_DEBUG quarantine).
+Allocator* CurrentAllocatorOrNull() noexcept;
+void ReleaseObjectStorageWith(Allocator* a, void* mem, std::size_t size,
+                              std::size_t align) noexcept;
 
 }  // namespace brc::detail
 

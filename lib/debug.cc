@@ -8,6 +8,7 @@
 #include <array>
 #include <cstring>
 
+#include "allocator_internal.h"
 #include "brc/allocator.h"
 #include "brc/refcount.h"
 #include "gc_heap.h"
@@ -48,14 +49,16 @@ void Quarantine(Object* ob, void* mem, const TypeInfo* type) noexcept {
     QuarantineRing& q = Ring();
     MutexLock lock(&q.mu);
     evicted = q.ring[q.next];
-    q.ring[q.next] = Entry{mem, type, &GetAllocator()};
+    q.ring[q.next] = Entry{mem, type, CurrentAllocatorOrNull()};
     q.next = (q.next + 1) % kQuarantineCapacity;
   }
   if (evicted.mem == nullptr) return;
   if (evicted.type->gc != nullptr) {
     FreeTrackedBlock(evicted.mem);  // tracked objects live in the collector's heap
   } else {
-    evicted.allocator->Deallocate(evicted.mem, evicted.type->size, evicted.type->align);
+    // The allocator that made it (nullptr: the built-in default, whose leaf heap may hold it).
+    ReleaseObjectStorageWith(evicted.allocator, evicted.mem, evicted.type->size,
+                             evicted.type->align);
   }
 }
 

@@ -293,6 +293,10 @@ void FreeTrackedStorage(void* object_start) noexcept {
   FreeTrackedBlock(object_start);
 }
 
+void SweepOwnHeaps(ThreadState* ts) noexcept {
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) SweepHeap(*heap, /*owner_exited=*/true);
+}
+
 uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept {
   ReleaseLargeFreed(heap);
   for (int l = 0; l < kGcLists; ++l) {

@@ -191,6 +191,11 @@ void FreeTrackedBlock(void* object_start) noexcept;
 // allocated block (but each class's head page) to the cache, and trims the cache to half, or
 // to nothing when `owner_exited`. Returns the number of pages in use.
 uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;
+// The calling thread (attached, not blocked: no collection can be sweeping) sweeps its own
+// tracked and leaf heaps as a collection would, returns every empty page and lowers the
+// high-water marks (brc::ReleaseFreeMemory, and a detaching thread).
+struct ThreadState;
+void SweepOwnHeaps(ThreadState* ts) noexcept;
 
 // Hook into the collector (lib/collector.cc), called by the allocating thread every
 // kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.

@@ -198,12 +198,10 @@ void DetachCurrentThread() {
   BRC_CHECK(ts->blocking_depth == 0, "DetachCurrentThread inside a BlockingScope");
   if (--ts->attach_depth > 0) return;
   detail::FlushTrackedAllocationCount();
-  // Still attached, so no collection is sweeping these heaps: return their empty pages now (the
-  // few the drain below empties go at the next collection's sweep).
-  detail::TrimCachedPages(ts->heap, 0);
-  detail::TrimCachedPages(ts->leaf_heap, 0);
-  ts->heap.high_water = ts->heap.pages;
-  ts->leaf_heap.high_water = ts->leaf_heap.pages;
+  // Still attached, so no collection is sweeping these heaps: reclaim other threads' frees and
+  // return every empty page now (the few the drain below empties go at the next collection's
+  // sweep).
+  detail::SweepOwnHeaps(ts);
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
   // From here on this thread does no count work (protocol.md §3).
   detail::tls_tid = detail::kNotAttached;

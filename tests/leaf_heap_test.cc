@@ -144,3 +144,40 @@ TEST_CASE("With another allocator installed, leaf objects do not use the leaf he
   REQUIRE(brc::SetAllocator(&brc::DefaultAllocator()).ok());
 #endif
 }
+
+TEST_CASE("ReleaseFreeMemory reclaims blocks other threads freed and returns the pages",
+          "[leaf_heap]") {
+  brc::ThreadScope attach;
+  brc::ReleaseFreeMemory();
+  uint64_t base = brc::testing::LeafHeapPagesForTesting();
+  std::atomic<int> destroyed{0};
+  constexpr int kObjects = 100'000;
+  std::vector<brc::Ref<Sized<64>>> shared;
+  {
+    std::vector<brc::Ref<Sized<64>>> mine;
+    for (int i = 0; i < kObjects; ++i) mine.push_back(brc::Make<Sized<64>>(&destroyed));
+    std::thread holder([&] {
+      brc::ThreadScope holder_attach;
+      shared = mine;  // non-owner references
+    });
+    holder.join();
+  }  // our (owner) references are gone: the objects are merged, kept alive by `shared`
+  CHECK(destroyed.load() == 0);
+  std::thread dropper([&] {
+    brc::ThreadScope dropper_attach;
+    shared.clear();  // the last references: freed here, on pages of our heap (remote list)
+  });
+  dropper.join();
+  CHECK(destroyed.load() == kObjects);
+  uint64_t with_remote_frees = brc::testing::LeafHeapPagesForTesting();
+  brc::ReleaseFreeMemory();
+  uint64_t after = brc::testing::LeafHeapPagesForTesting();
+  if (brc::testing::LeafHeapEnabledForTesting()) {
+    CHECK(with_remote_frees >= base + 95);
+    CHECK(after <= base + 2);
+  }
+  {
+    brc::BlockingScope blocked;
+    brc::ReleaseFreeMemory();  // inside a BlockingScope: does nothing (a collection may sweep)
+  }
+}
