@@ -147,8 +147,11 @@ TEST_CASE("Acyclic garbage is freed by counting so memory stays bounded with col
     if (iter == 0) pages_after_first = pages;
     // A million live nodes fill more than 700 pages of 64 KiB; once they are freed the thread
     // keeps its empty pages for reuse (at most its peak), so later iterations reuse them
-    // instead of growing the heap.
-    CHECK(pages <= pages_after_first + 8);
+    // instead of growing the heap. A BRC_DEBUG build's quarantine keeps up to 65,536 freed
+    // nodes (48-byte blocks) in use across iterations, which can raise the peak once by that.
+    const uint64_t quarantined_pages =
+        brc::testing::QuarantineCapacityForTesting() * 48 / (64 << 10) + 2;
+    CHECK(pages <= pages_after_first + 8 + 2 * quarantined_pages);
   }
   // Given back on request (BRC_DEBUG builds keep 65,536 freed objects quarantined: about 50
   // pages).
