@@ -79,6 +79,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "brc/brc.h"
+#include "bench_util.h"
 #include "brc/collector.h"
 #include "brc/detail/gc_word.h"
 #include "brc/stop_the_world.h"
@@ -297,11 +298,8 @@ void BM_CollectPause(benchmark::State& state) {
   RunLiveHeap(state, state.range(0), 10, static_cast<int>(state.range(1)));
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
-// A smoke run (scripts/bench.sh --quick sets BRC_BENCH_QUICK) measures the smallest heap only.
-bool QuickRun() {
-  const char* q = std::getenv("BRC_BENCH_QUICK");
-  return q != nullptr && q[0] != '\0' && std::strcmp(q, "0") != 0;
-}
+// A smoke run (bench_util.h) measures the smallest heap only.
+using brc_bench::QuickRun;
 
 BENCHMARK(BM_CollectPause)
     ->ArgNames({"objects", "workers"})

@@ -52,26 +52,13 @@
 #include "absl/status/status.h"
 #include "brc/brc.h"
 #include "brc/testing.h"
+#include "bench_util.h"
 
 namespace {
 
-// The barrier every contender places after each count operation.
-inline void Barrier() { benchmark::ClobberMemory(); }
-
-// Returns `p` through an empty asm the compiler cannot see into: it can assume nothing about
-// the result, so it must really load and store what the pointer reaches, and the pointee has
-// escaped (so Barrier() forces its stores out). A register-only constraint on purpose: with
-// benchmark::DoNotOptimize on such a local pointer ("+m,r"), GCC 12.2 at -O3 once dropped the
-// store of the pointer to its stack slot and the timed loop dereferenced garbage (reproduced
-// with a variant of brc/refcount.h; gone with -fno-ipa-sra or -O2).
-template <class T>
-inline T* Opaque(T* p) {
-  asm volatile("" : "+r"(p));
-  return p;
-}
-
-// Makes the compiler believe `p` is used (and its pointee read) here.
-inline void Use(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
+using brc_bench::Barrier;
+using brc_bench::Opaque;
+using brc_bench::Use;
 
 // ---------------------------------------------------------------------------------------------
 // Objects. Both payloads are 48 bytes: brc's 24-byte header plus three words, and a plain

@@ -58,6 +58,7 @@
 #include "absl/status/status.h"
 #include "brc/brc.h"
 #include "brc/testing.h"
+#include "bench_util.h"
 
 #ifdef BRC_BENCH_HAVE_BOEHM
 // Thread support (GC_register_my_thread), without gc.h's macros that rename pthread_create:
@@ -70,17 +71,9 @@
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// The counting discipline (same helpers as refcount_benchmark.cc, which keeps its own private).
-
-inline void Barrier() { benchmark::ClobberMemory(); }
-
-// Returns `p` through an empty asm with a register constraint: the compiler knows nothing about
-// the result, so every access through it is real, and the pointee has escaped.
-template <class T>
-inline T* Opaque(T* p) {
-  asm volatile("" : "+r"(p));
-  return p;
-}
+// The counting discipline (bench_util.h).
+using brc_bench::Barrier;
+using brc_bench::Opaque;
 
 constexpr std::size_t kCacheLine = 64;
 // Objects meant not to share anything sit this far apart: some x86 cores fetch cache lines in
@@ -954,10 +947,7 @@ void BM_BinaryTreesPerThread(benchmark::State& state) {
 // ---------------------------------------------------------------------------------------------
 // Registration.
 
-bool QuickMode() {
-  const char* quick = std::getenv("BRC_BENCH_QUICK");
-  return quick != nullptr && quick[0] != '\0' && std::strcmp(quick, "0") != 0;
-}
+bool QuickMode() { return brc_bench::QuickRun(); }
 
 // 1, 2, 4, ... below the core count, the core count, twice it.
 std::vector<int> CountingThreads() {
