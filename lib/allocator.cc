@@ -11,7 +11,9 @@
 #include <string>
 
 #include "allocator_internal.h"
+#include "brc/thread.h"
 #include "brc/stats.h"
+#include "stop_the_world.h"
 #include "thread_state.h"
 
 namespace brc {
@@ -105,16 +107,39 @@ Allocator& DefaultAllocator() noexcept {
 
 absl::Status SetAllocator(Allocator* allocator) {
   if (allocator == nullptr) return absl::InvalidArgumentError("SetAllocator: allocator is null");
+  detail::ThreadState* ts = detail::t_state;
+  if (ts != nullptr && ts->blocking_depth > 0) {
+    return absl::FailedPreconditionError(
+        "SetAllocator inside a brc::BlockingScope (it stops the world, which a blocked thread "
+        "may not do)");
+  }
+  if (detail::StopInProgressOnThisThread()) {
+    return absl::FailedPreconditionError(
+        "SetAllocator from the stop-the-world watchdog handler (the world is not stopped yet)");
+  }
+  // The live count is a sum of per-thread counters, exact only while nobody allocates or frees:
+  // the check and the switch happen with the world stopped (every other attached thread
+  // parked; detached and blocked ones cannot allocate or free objects). A thread that is not
+  // attached attaches for the duration, since only attached threads stop the world.
+  bool attached_here = ts == nullptr;
+  if (attached_here) AttachCurrentThread();
+  bool stopped_here = !detail::ThisThreadStoppedTheWorld();
+  if (stopped_here) detail::StopWorld(detail::t_state);
   int64_t live = detail::SumStats().live_objects();
+  if (live == 0) {
+    // The default is kept as nullptr so that its calls stay direct. Release pairs with the
+    // acquire loads on the allocation and free paths (and the restart orders it anyway).
+    g_current.store(allocator == &DefaultAllocator() ? nullptr : allocator,
+                    std::memory_order_release);
+  }
+  if (stopped_here) detail::RestartWorld();
+  if (attached_here) DetachCurrentThread();
   if (live != 0) {
     return absl::FailedPreconditionError(
         "SetAllocator: " + std::to_string(live) +
         " objects are alive; each must be freed by the allocator that made it, so switch "
         "allocators only when none is alive (at start-up)");
   }
-  // The default is kept as nullptr so that its calls stay direct.
-  g_current.store(allocator == &DefaultAllocator() ? nullptr : allocator,
-                  std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -150,12 +175,12 @@ void* AllocateObject(std::size_t size, std::size_t align) {
     p = a->Allocate(size, align);
   }
   if (p == nullptr) throw std::bad_alloc();
-  BRC_STAT_INC(allocations);
+  BRC_STAT_ALWAYS_INC(allocations);
   return p;
 }
 
 void FreeObjectStorage(void* p, std::size_t size, std::size_t align) noexcept {
-  BRC_STAT_INC(frees);
+  BRC_STAT_ALWAYS_INC(frees);
   ReleaseObjectStorage(p, size, align);
 }
 

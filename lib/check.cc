@@ -88,4 +88,13 @@ void ReportMakeUnattached(std::string_view type_name) noexcept {
   m.WriteAndAbort();
 }
 
+void ReportMisuseOfType(const Object* ob, std::string_view type_name, const char* rule) noexcept {
+  RawMessage m;
+  m.Add("brc: fatal: ").Add(rule).Add(" [object of type ").Add(type_name);
+  m.Add(" at ").AddUnsigned(reinterpret_cast<uintptr_t>(ob), 16);
+  AddThread(m);
+  m.Add("]");
+  m.WriteAndAbort();
+}
+
 }  // namespace brc::detail

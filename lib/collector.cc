@@ -19,6 +19,7 @@
 #include "brc/collector.h"
 
 #include <cxxabi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -36,6 +38,7 @@
 #include "absl/functional/function_ref.h"
 #include "brc/refcount.h"
 #include "brc/stop_the_world.h"
+#include "brc/thread.h"
 #include "brc/weak_ref.h"
 #include "gc_heap.h"
 #include "internal_alloc.h"
@@ -102,6 +105,17 @@ class ContextScope {
   const TypeInfo* saved_type_;
 };
 
+// Last resort when a report cannot be built or delivered (out of memory, or the handler
+// threw): a fixed line on stderr, written without allocating.
+void ReportErrorRaw(const char* what) noexcept {
+  const char* parts[] = {"brc: exception in ", what,
+                         " (the full report could not be built or delivered)\n"};
+  for (const char* p : parts) {
+    ssize_t ignored = write(STDERR_FILENO, p, std::strlen(p));
+    (void)ignored;
+  }
+}
+
 void ReportError(const std::string& message) {
   CollectorErrorHandler handler;
   {
@@ -127,21 +141,31 @@ std::string CurrentExceptionType() {
 }
 
 // Runs fn, catching and reporting what it throws: where (a finalizer of type T, a callback),
-// the exception's type and its message. Returns false if it threw.
+// the exception's type and its message. Returns false if it threw. Never throws itself: it
+// runs inside decrements, which cannot fail, so a report that cannot be built (out of memory)
+// or a handler that throws falls back to ReportErrorRaw.
 template <class Fn>
 bool Guarded(const char* what, const TypeInfo* type, Fn&& fn) noexcept {
-  std::string detail;
   try {
     fn();
     return true;
-  } catch (const std::exception& e) {
-    detail = CurrentExceptionType() + ": " + e.what();
   } catch (...) {
-    detail = CurrentExceptionType() + " (not a std::exception)";
+    try {
+      std::string detail;
+      try {
+        throw;  // the exception being handled, to read its type and message
+      } catch (const std::exception& e) {
+        detail = CurrentExceptionType() + ": " + e.what();
+      } catch (...) {
+        detail = CurrentExceptionType() + " (not a std::exception)";
+      }
+      std::string msg = std::string("brc: exception in ") + what;
+      if (type != nullptr) msg += " of type " + std::string(type->name);
+      ReportError(msg + ": " + detail);
+    } catch (...) {
+      ReportErrorRaw(what);
+    }
   }
-  std::string msg = std::string("brc: exception in ") + what;
-  if (type != nullptr) msg += " of type " + std::string(type->name);
-  ReportError(msg + ": " + detail);
   return false;
 }
 
@@ -339,6 +363,10 @@ MarkResult Mark(const PageList& pages, int workers, uint32_t epoch,
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t bits) {
       if (MarkedIn(bits, epoch)) return;
+      // Count zero: already dead, only waiting in a merge queue for its owner (one whose drain
+      // is in progress further up its stack). Its owner frees it; the collector must not
+      // clear it or count it.
+      if (Rc::RefCount(ob) == 0) return;
       w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
       me.garbage.push_back(ob);
       if constexpr (!kParallel) take(ob);
@@ -400,6 +428,44 @@ PageList CollectPages() {
     ForEachPage(ts->heap, [&](GcPage* p) { pages.push_back(p); });
   });
   return pages;
+}
+
+// Merges, with the world stopped, the objects queued to other attached threads that have not
+// drained since (an owner parked by an earlier stop stays parked across back-to-back stops and
+// drains nothing meanwhile). Without this, garbage that the last collection queued to such an
+// owner (its final decrement) would still look like a member of a garbage cycle, and the next
+// collection would clear and count it again. Merging on an owner's behalf is allowed while the
+// world is stopped (the owner is parked and does not touch its half). An object whose count
+// reaches zero keeps one reference, appended to `dead`: the collector drops it with the world
+// running, which frees it. If `dead` cannot be reserved the queues stay as they are (those
+// objects read as count zero and the garbage pass skips them). No other allocation.
+void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept {
+  std::size_t total = 0;
+  ForEachThreadState([&](ThreadState* ts) {
+    if (ts == self) return;
+    MutexLock lock(&ts->mu);
+    total += ts->queue.size();
+  });
+  if (total == 0) return;
+  try {
+    dead->reserve(total);
+  } catch (const std::bad_alloc&) {
+    return;
+  }
+  ForEachThreadState([&](ThreadState* ts) {
+    if (ts == self) return;
+    MutexLock lock(&ts->mu);
+    for (Object* ob : ts->queue) {
+      if (!Rc::ExplicitMerge(ob, -1)) continue;
+      // Count zero, unowned: restore one reference for `dead`. Relaxed: the world is stopped;
+      // the restart publishes it.
+      Rc::shared(ob).store(kSharedOne | kStateMerged, std::memory_order_relaxed);
+      dead->push_back(ob);
+    }
+    ts->queue.clear();
+    // Relaxed: as in DrainQueue; cleared under mu.
+    ts->pending.fetch_and(~kPendingMerge, std::memory_order_relaxed);
+  });
 }
 
 // ---- resurrection check, world stopped, over the garbage set only ----
@@ -517,6 +583,7 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   std::size_t heap_pages = 0;
   MarkResult marked;
   bool out_of_memory = false;
+  ObjectList merged_dead;  // objects MergeParkedQueues found dead, each with one reference
   WithWorldStopped(self, [&] {
     g_allocs_since.store(0, std::memory_order_relaxed);
     PageList pages;
@@ -527,6 +594,7 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
       return;
     }
     heap_pages = pages.size();
+    MergeParkedQueues(self, &merged_dead);
     int workers = g_workers.load(std::memory_order_relaxed);
     constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
     if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
@@ -560,6 +628,9 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
       out_of_memory = true;
     }
   });
+  // The world runs again: free what the merge of parked owners' queues found dead.
+  for (Object* ob : merged_dead) Rc::DecRef(ob);
+  merged_dead = ObjectList();
   if (out_of_memory) {
     return absl::ResourceExhaustedError(
         "brc::Collect: out of memory while marking; the world was restarted and nothing was "
@@ -622,8 +693,12 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
     result.time_stopped += pause2;
     if (check_failed) {
       ++result.errors;
-      ReportError("brc: out of memory in the collector's resurrection check: this "
-                  "collection's garbage survives until the next one");
+      try {
+        ReportError("brc: out of memory in the collector's resurrection check: this "
+                    "collection's garbage survives until the next one");
+      } catch (...) {
+        ReportErrorRaw("the collector's resurrection check (out of memory)");
+      }
     }
   }
   result.resurrected = resurrected.size();
@@ -715,16 +790,24 @@ absl::Status CheckCanCollect(const char* what) {
 
 }  // namespace
 
+WeakCallbackRun RunWeakSlotCallbacks(WeakSlot* slot) noexcept {
+  WeakCallbackRun r;
+  std::function<void()> cb;
+  while (TakeWeakCallback(slot, &cb)) {
+    ++r.run;
+    if (!Guarded("a weak-reference callback", nullptr, cb)) ++r.errors;
+    cb = nullptr;  // whatever it captured goes now, before the next one runs
+  }
+  ReleaseWeakSlot(slot);
+  return r;
+}
+
 WeakCallbackRun RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
   WeakCallbackRun r;
   for (WeakSlot* slot : callbacks) {
-    std::function<void()> cb;
-    while (TakeWeakCallback(slot, &cb)) {
-      ++r.run;
-      if (!Guarded("a weak-reference callback", nullptr, cb)) ++r.errors;
-      cb = nullptr;  // whatever it captured goes now, before the next one runs
-    }
-    ReleaseWeakSlot(slot);
+    WeakCallbackRun one = RunWeakSlotCallbacks(slot);
+    r.run += one.run;
+    r.errors += one.errors;
   }
   callbacks.clear();
   return r;

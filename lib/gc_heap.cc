@@ -206,7 +206,7 @@ void* AllocateTracked(std::size_t size, std::size_t align) {
   // Relaxed: see GcWord. The block was free, so nobody else reads or writes this word now.
   w->refs.store(0, std::memory_order_relaxed);
   w->bits.store(kGcAllocated, std::memory_order_relaxed);
-  BRC_STAT_INC(allocations);
+  BRC_STAT_ALWAYS_INC(allocations);
   return ob;
 }
 
@@ -289,7 +289,7 @@ void TrimCachedPages(GcHeap& heap, uint64_t keep) noexcept {
 }
 
 void FreeTrackedStorage(void* object_start) noexcept {
-  BRC_STAT_INC(frees);
+  BRC_STAT_ALWAYS_INC(frees);
   FreeTrackedBlock(object_start);
 }
 
@@ -303,7 +303,11 @@ uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept {
     for (GcPage* p = heap.lists[l]; p != nullptr;) {
       GcPage* next = p->next;
       if (p->remote_free.load(std::memory_order_relaxed) != nullptr) ReclaimRemote(p);
-      if (p->used == 0 && (l == kGcLarge || p != heap.lists[l])) RetirePage(heap, p);
+      // An empty page at the head of its class is kept for the next allocation, unless
+      // everything goes (the owner exited or asked for it): then nobody allocates meanwhile.
+      if (p->used == 0 && (owner_exited || l == kGcLarge || p != heap.lists[l])) {
+        RetirePage(heap, p);
+      }
       p = next;
     }
   }

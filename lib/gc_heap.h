@@ -188,8 +188,10 @@ void TrimCachedPages(GcHeap& heap, uint64_t keep) noexcept;
 void FreeTrackedBlock(void* object_start) noexcept;
 
 // World stopped: takes every page's remote frees into its local list, moves pages with no
-// allocated block (but each class's head page) to the cache, and trims the cache to half, or
-// to nothing when `owner_exited`. Returns the number of pages in use.
+// allocated block (but each class's head page, which the owner allocates from next) to the
+// cache, and trims the cache to half. When `owner_exited` (an exited owner, or an owner that
+// asked to release everything) empty head pages go too and the cache is emptied. Returns the
+// number of pages in use.
 uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;
 // The calling thread (attached, not blocked: no collection can be sweeping) sweeps its own
 // tracked and leaf heaps as a collection would, returns every empty page and lowers the

@@ -29,20 +29,6 @@
 
 namespace brc::detail {
 
-namespace {
-
-// Appends `ob`; false when the queue cannot grow.
-bool TryPush(InternalVector<Object*>* queue, Object* ob) noexcept {
-  try {
-    queue->push_back(ob);
-    return true;
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
-}
-
-}  // namespace
-
 void QueueToOwner(Object* ob) noexcept {
   // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
   // (its local count is >= 1 until the entry is merged), so its owner is stable here.
@@ -51,19 +37,40 @@ void QueueToOwner(Object* ob) noexcept {
   ThreadState* ts = LookupThread(owner);
   bool free_now = false;
   bool push_failed = false;
-  {
-    MutexLock lock(&ts->mu);
-    if (ts->status != ThreadStatus::kAttached) {
-      free_now = Rc::ExplicitMerge(ob, -1);
-      BRC_STAT_INC(merges_for_owner);
-    } else if (TryPush(&ts->queue, ob)) {
-      // Relaxed: the owner reads the queue under mu; the bit only tells it to look.
-      ts->pending.fetch_or(kPendingMerge, std::memory_order_relaxed);
-      BRC_STAT_INC(queued);
-      return;
-    } else {
-      push_failed = true;  // handled below, without the lock
+  // A larger buffer for the queue, allocated outside the lock: the allocator is user code (a
+  // custom brc::Allocator may itself count, queue or stop the world) and must never run under
+  // a queue lock. The old buffer is freed after the lock is released, with `spare`.
+  InternalVector<Object*> spare;
+  for (;;) {
+    std::size_t seen;
+    {
+      MutexLock lock(&ts->mu);
+      if (ts->status != ThreadStatus::kAttached) {
+        free_now = Rc::ExplicitMerge(ob, -1);
+        BRC_STAT_INC(merges_for_owner);
+        break;
+      }
+      if (ts->queue.size() == ts->queue.capacity() && spare.capacity() > ts->queue.size()) {
+        spare.assign(ts->queue.begin(), ts->queue.end());  // fits: no allocation
+        spare.swap(ts->queue);
+      }
+      if (ts->queue.size() < ts->queue.capacity()) {
+        ts->queue.push_back(ob);  // fits: no allocation
+        // Relaxed: the owner reads the queue under mu; the bit only tells it to look.
+        ts->pending.fetch_or(kPendingMerge, std::memory_order_relaxed);
+        BRC_STAT_INC(queued);
+        return;
+      }
+      seen = ts->queue.size();
+    }
+    std::size_t want = 2 * seen + 64;
+    try {
+      spare.clear();
+      spare.reserve(want);
+    } catch (const std::bad_alloc&) {
+      push_failed = true;  // handled below
       BRC_STAT_INC(queue_push_failures);
+      break;
     }
   }
   if (push_failed) {
@@ -196,13 +203,24 @@ void DetachCurrentThread() {
   ThreadState* ts = t_state;
   BRC_CHECK(ts != nullptr, "DetachCurrentThread on a thread that is not attached");
   BRC_CHECK(ts->blocking_depth == 0, "DetachCurrentThread inside a BlockingScope");
-  if (--ts->attach_depth > 0) return;
+  if (ts->attach_depth > 1) {
+    --ts->attach_depth;
+    return;
+  }
+  // The outermost detach. attach_depth stays 1 while the queue drains, so that a destructor
+  // run by the drain that opens (and closes) its own ThreadScope nests instead of detaching
+  // in the middle of this one; a destructor that detaches without having attached is misuse.
+  BRC_CHECK(!ts->detaching, "DetachCurrentThread without a matching AttachCurrentThread, "
+                            "called by code that runs while this thread detaches");
+  ts->detaching = true;
   detail::FlushTrackedAllocationCount();
   // Still attached, so no collection is sweeping these heaps: reclaim other threads' frees and
   // return every empty page now (the few the drain below empties go at the next collection's
   // sweep).
   detail::SweepOwnHeaps(ts);
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
+  ts->detaching = false;
+  ts->attach_depth = 0;
   // From here on this thread does no count work (protocol.md §3).
   detail::tls_tid = detail::kNotAttached;
   detail::tls_pending = nullptr;
@@ -217,8 +235,14 @@ uint32_t CurrentThreadId() noexcept { return t_state != nullptr ? t_state->tid :
 BlockingScope::BlockingScope() : active_(t_state != nullptr) {
   if (!active_) return;
   ThreadState* ts = t_state;
-  if (ts->blocking_depth++ > 0) return;
+  if (ts->blocking_depth > 0) {
+    ++ts->blocking_depth;
+    return;
+  }
+  // Destructors run by this drain still see an attached thread (blocking_depth 0): they may
+  // count, reach safepoints, and open their own ThreadScope or BlockingScope, which nest.
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kBlocked);
+  ts->blocking_depth = 1;
   // Any count operation in the scope now fails the owner check and is reported.
   detail::tls_tid = detail::kNotAttached;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "brc/detail/thread_local.h"
+#include "brc/ref.h"
 #include "brc/refcount.h"
 #include "brc/stats.h"
 #include "brc/testing.h"
@@ -50,13 +51,16 @@ constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturati
                    "brc::ThreadScope first)");
 }
 
-// Frees of objects whose destructors are already running on this thread are deferred to the
-// outermost Dealloc, so dropping a long chain (a million-node list) uses constant stack. The
+// Frees of objects whose destructors or weak callbacks are already running on this thread
+// kMaxDeallocDepth deep are deferred to the outermost Dealloc, so dropping a long chain (a
+// million-node list, or weak callbacks that each drop the next object) uses bounded stack. The
 // deferred objects form an intrusive list through their own dead count fields (the biased word
 // holds the next pointer), so deferring never allocates.
 constexpr int kMaxDeallocDepth = 64;
 constinit thread_local int t_dealloc_depth = 0;
 constinit thread_local Object* t_deferred = nullptr;
+// Cleared weak slots whose callbacks wait for the outermost Dealloc, linked through the slots.
+constinit thread_local WeakSlot* t_deferred_slots = nullptr;
 
 void PushDeferred(Object* ob) noexcept {
   auto next = reinterpret_cast<uintptr_t>(t_deferred);
@@ -77,7 +81,7 @@ Object* PopDeferred() noexcept {
 
 BRC_ALWAYS_INLINE void DestroyAndFree(Object* ob, const TypeInfo* type) noexcept {
   void* mem = type->destroy(ob);
-  BRC_STAT_INC(frees);
+  BRC_STAT_ALWAYS_INC(frees);
 #ifdef BRC_DEBUG
   Quarantine(ob, mem, type);  // poisons the header and keeps the memory for a while
 #else
@@ -263,21 +267,44 @@ bool Rc::TryIncRef(Object* ob) noexcept {
   uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: see IncRef
   if (tls_tid == kNotAttached) ReportNotAttached(ob);
   if (LocalOf(biased) == kLocalImmortal) return true;
+  int32_t shared = ob->shared_.load(std::memory_order_acquire);
   if (OwnerOf(biased) == tls_tid) {
-    // Owned by this thread, so local >= 1 and nobody else can free it: a plain increment.
+    // Owned by this thread, so nobody else can give up ownership or free it without this
+    // thread's merge: the local half is exact. Refuse an object whose only reference left is a
+    // merge-queue entry (another thread dropped the last one): it is dead, awaiting its merge.
+    if (StateOf(shared) == kStateQueued &&
+        int64_t{LocalOf(biased)} + CountOf(shared) - 1 <= 0 && !InSaturationBand(CountOf(shared))) {
+      return false;
+    }
     IncRef(ob);
     return true;
   }
-  int32_t shared = ob->shared_.load(std::memory_order_relaxed);
   for (;;) {
     // 0: default state, the owner may free it without atomics (not maybe-weak: refuse).
     // kStateMerged: count zero and unowned, it is being freed.
     if (shared == 0 || shared == kStateMerged) return false;
-    if (InSaturationBand(CountOf(shared))) return true;
+    int32_t count = CountOf(shared);
+    if (InSaturationBand(count)) return true;
+    if (StateOf(shared) == kStateQueued) {
+      // Queued: the entry holds one reference the count does not show. If the owner's half is
+      // all that is left besides it, the true count is zero and the object only waits for its
+      // owner's merge to be freed: refuse. The owner's half is read racily (relaxed): it is
+      // exact unless the owner drops its own last reference at this very moment, the one race
+      // in which this can still revive an object (README, "WeakRef::Lock").
+      uint64_t now = ob->biased_.load(std::memory_order_relaxed);
+      uint32_t local = OwnerOf(now) != kNoOwner ? LocalOf(now) : 0;
+      if (int64_t{local} + count - 1 <= 0) return false;
+    }
     // Acquire pairs with the release of whoever published the object's current contents.
     if (ob->shared_.compare_exchange_weak(shared, shared + kSharedOne, std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
+                                          std::memory_order_acquire)) {
       BRC_OP_STAT_INC(shared_increfs);
+      if (BRC_UNLIKELY(InSaturationBand(count + 1))) {
+        // This reference took the count into the saturation band: immortal from now on,
+        // re-centred and counted like every other path that saturates.
+        BRC_STAT_INC(saturated);  // `count` was below the band: this call crossed into it
+        Saturate(ob);
+      }
       return true;
     }
   }
@@ -300,27 +327,64 @@ void Rc::Dealloc(Object* ob) noexcept {
   // A dying object leaves the collector's view before anything else happens to it: a
   // collection that a destructor triggers must not trace it (or its deferred-list header).
   if (type->gc != nullptr) GcWordOf(ob)->Unset(kGcTracked);
-  // First make the object unreachable through weak references. Relaxed: the decrement that
-  // took the count to zero (acquire) ordered every writer of the flag before this point.
+  // First make the object unreachable through weak references (no user code, no allocation).
+  // Relaxed: the decrement that took the count to zero (acquire) ordered every writer of the
+  // flag before this point.
+  WeakSlot* callbacks = nullptr;
   if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
-    WeakCallbacks callbacks;
-    ClearWeakSlotOf(ob, &callbacks);
-    // The object is unreachable through weak references now; callbacks may run user code.
-    if (!callbacks.empty()) (void)RunWeakCallbacks(callbacks);
+    callbacks = ClearWeakSlot(ob);
   }
   if (t_dealloc_depth >= kMaxDeallocDepth) {
+    // Too deep: the outermost Dealloc of this thread runs the callbacks and frees the object.
+    if (callbacks != nullptr) {
+      SetDeferredNext(callbacks, t_deferred_slots);
+      t_deferred_slots = callbacks;
+    }
     PushDeferred(ob);
     return;
   }
+  // Weak callbacks and destructors run one level deeper, so a chain of either (each dropping
+  // the last reference to the next object) is cut at kMaxDeallocDepth.
   ++t_dealloc_depth;
+  if (callbacks != nullptr) (void)RunWeakSlotCallbacks(callbacks);
   DestroyAndFree(ob, type);
   if (t_dealloc_depth == 1) {
-    while (t_deferred != nullptr) {
-      Object* next = PopDeferred();
-      DestroyAndFree(next, next->type_info());
+    for (;;) {
+      if (WeakSlot* slot = t_deferred_slots) {
+        t_deferred_slots = DeferredNextOf(slot);
+        SetDeferredNext(slot, nullptr);
+        (void)RunWeakSlotCallbacks(slot);
+      } else if (t_deferred != nullptr) {
+        Object* next = PopDeferred();
+        DestroyAndFree(next, next->type_info());
+      } else {
+        break;
+      }
     }
   }
   --t_dealloc_depth;
+}
+
+void Rc::AbandonConstruction(Object* ob, const TypeInfo* type) noexcept {
+  // First out of the weak table (a WeakRef to `this`), so that no Lock() can take a reference
+  // from here on.
+  WeakSlot* callbacks = nullptr;
+  if (ob->flags_.load(std::memory_order_relaxed) & kFlagHasWeakRefs) callbacks = ClearWeakSlot(ob);
+  // The Object base was constructed first and destroyed last by the unwinding, so its words
+  // still hold the counts (its destructor is trivial). A constructor that took references to
+  // its object and released them leaves (owner, local 1, shared 0); anything else means a
+  // reference escaped and would outlive the memory: report it now, not as a use after free.
+  uint64_t biased = ob->biased_.load(std::memory_order_relaxed);
+  // Acquire: another thread's decrement of an escaped reference is seen here.
+  int32_t shared = ob->shared_.load(std::memory_order_acquire);
+  bool clean = OwnerOf(biased) == tls_tid && LocalOf(biased) == 1 && CountOf(shared) == 0 &&
+               (StateOf(shared) == kStateDefault || StateOf(shared) == kStateMaybeWeak);
+  if (!clean) {
+    ReportMisuseOfType(ob, type->name,
+                       "brc::Make: the constructor threw after handing out a reference to its "
+                       "object (a constructor that throws may keep only WeakRefs to `this`)");
+  }
+  if (callbacks != nullptr) (void)RunWeakSlotCallbacks(callbacks);
 }
 
 bool Rc::IsImmortal(const Object* ob) noexcept {
@@ -345,6 +409,10 @@ void Rc::CheckLayout() {
 }  // namespace brc::detail
 
 namespace brc {
+
+void detail::AbandonConstruction(Object* header, const TypeInfo* type) noexcept {
+  detail::Rc::AbandonConstruction(header, type);
+}
 
 void MakeImmortal(Object* ob) noexcept {
   detail::Rc::CheckNotFreed(ob);

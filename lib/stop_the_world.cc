@@ -43,6 +43,8 @@ std::vector<ThreadState*>& CountedThreads() {
 }
 
 constinit thread_local bool t_holds_stop = false;
+// Set once every counted thread has parked, until the restart. This thread only.
+constinit thread_local bool t_world_stopped = false;
 
 struct WatchdogConfig {
   std::mutex mu;
@@ -145,6 +147,7 @@ absl::Duration StopWorld(ThreadState* self) {
     deadline += step;
     lock.lock();
   }
+  t_world_stopped = true;
   return absl::FromChrono(std::chrono::steady_clock::now() - start);
 }
 
@@ -159,10 +162,13 @@ void RestartWorld() {
   }
   w.restarted.notify_all();
   t_holds_stop = false;
+  t_world_stopped = false;
   StopLock().unlock();
 }
 
 bool ThisThreadStoppedTheWorld() noexcept { return t_holds_stop; }
+
+bool StopInProgressOnThisThread() noexcept { return t_holds_stop && !t_world_stopped; }
 
 }  // namespace brc::detail
 

@@ -16,6 +16,9 @@ absl::Duration StopWorld(ThreadState* self);
 void RestartWorld();
 // True on the thread holding the world stopped.
 bool ThisThreadStoppedTheWorld() noexcept;
+// True on a thread that has begun stopping the world and is still waiting for others to park
+// (its watchdog handler runs then).
+bool StopInProgressOnThisThread() noexcept;
 
 }  // namespace brc::detail
 

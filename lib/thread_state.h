@@ -75,6 +75,7 @@ struct ThreadState {
   InternalVector<Object*> batch;
   int attach_depth = 0;
   int blocking_depth = 0;
+  bool detaching = false;  // inside the outermost DetachCurrentThread's drain
 };
 
 // The state of the calling thread while attached (or blocked), else nullptr. This thread only.

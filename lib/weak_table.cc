@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -28,11 +29,15 @@ namespace brc::detail {
 
 struct WeakSlot {
   // All fields guarded by the shard's mutex.
-  Object* target;
-  uint32_t shard;
-  uint64_t weak_refs;
+  Object* target = nullptr;
+  uint32_t shard = 0;
+  uint64_t weak_refs = 0;
   // Callbacks of WeakRefs created with one, by callback id; taken when the target is cleared.
   std::vector<std::pair<uint64_t, std::function<void()>>> callbacks;
+  // Written only by the thread that cleared the slot, while its callbacks wait in that thread's
+  // list of deferred frees (lib/refcount.cc): the list is linked through the slots, so
+  // deferring needs no memory.
+  WeakSlot* deferred_next = nullptr;
 };
 
 namespace {
@@ -62,9 +67,16 @@ WeakSlot* AcquireWeakSlot(Object* ob) {
   uint32_t index = ShardOf(ob);
   Shard& shard = Shards()[index];
   MutexLock lock(&shard.mu);
-  auto [it, inserted] = shard.slots.try_emplace(ob, nullptr);
-  if (inserted) {
-    it->second = new WeakSlot{ob, index, 0, {}};
+  auto it = shard.slots.find(ob);
+  if (it == shard.slots.end()) {
+    // Both allocations may throw std::bad_alloc: the slot is made first and inserted only when
+    // the map has room, so a failure leaves the table as it was (never a null entry). The
+    // object stays maybe-weak, which costs it nothing but the CAS when its owner frees it.
+    auto fresh = std::make_unique<WeakSlot>();
+    fresh->target = ob;
+    fresh->shard = index;
+    it = shard.slots.emplace(ob, fresh.get()).first;
+    fresh.release();
     // Relaxed: read by the thread that frees the object, which is ordered after this thread's
     // reference by the acq_rel of the decrements.
     Rc::flags(ob).fetch_or(kFlagHasWeakRefs, std::memory_order_relaxed);
@@ -131,19 +143,29 @@ void RemoveWeakCallback(WeakSlot* slot, uint64_t id) noexcept {
   }
 }
 
-void ClearWeakSlotOf(Object* ob, WeakCallbacks* callbacks) noexcept {
+WeakSlot* ClearWeakSlot(Object* ob) noexcept {
   Shard& shard = Shards()[ShardOf(ob)];
   MutexLock lock(&shard.mu);
   auto it = shard.slots.find(ob);
-  if (it == shard.slots.end()) return;  // every WeakRef was dropped before the object
+  if (it == shard.slots.end()) return nullptr;  // every WeakRef was dropped before the object
   WeakSlot* slot = it->second;
   slot->target = nullptr;
-  if (!slot->callbacks.empty()) {
-    ++slot->weak_refs;  // released by RunWeakCallbacks
-    callbacks->push_back(slot);
-  }
   shard.slots.erase(it);
+  if (slot->callbacks.empty()) return nullptr;
+  ++slot->weak_refs;  // released once its callbacks have run (RunWeakSlotCallbacks)
+  return slot;
 }
+
+void ClearWeakSlotOf(Object* ob, WeakCallbacks* callbacks) noexcept {
+  WeakSlot* slot = ClearWeakSlot(ob);
+  if (slot == nullptr) return;
+  BRC_CHECK(callbacks->size() < callbacks->capacity(),
+            "the collector's weak-callback list was not reserved before clearing");
+  callbacks->push_back(slot);
+}
+
+WeakSlot* DeferredNextOf(const WeakSlot* slot) noexcept { return slot->deferred_next; }
+void SetDeferredNext(WeakSlot* slot, WeakSlot* next) noexcept { slot->deferred_next = next; }
 
 bool TakeWeakCallback(WeakSlot* slot, std::function<void()>* callback) noexcept {
   Shard& shard = Shards()[slot->shard];

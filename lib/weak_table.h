@@ -17,18 +17,28 @@ struct WeakSlot;
 // where destroying a WeakRef still removes its own, until each is taken to run.
 using WeakCallbacks = InternalVector<WeakSlot*>;
 
-// Called before an object with kFlagHasWeakRefs is freed (or by the collector, world stopped,
-// for garbage): clears its slot under the shard lock, so every later Lock() returns null, and
-// appends the slot to `callbacks` if it has any.
+// Called before an object with kFlagHasWeakRefs is freed: clears its slot under the shard lock,
+// so every later Lock() returns null. Returns the slot when it has callbacks to run, holding one
+// weak reference on it (RunWeakSlotCallbacks drops it), else nullptr. Never allocates.
+WeakSlot* ClearWeakSlot(Object* ob) noexcept;
+// The same for the collector, with the world stopped: appends the slot to `callbacks`, whose
+// capacity the caller reserved beforehand (checked: it never allocates with the world stopped).
 void ClearWeakSlotOf(Object* ob, WeakCallbacks* callbacks) noexcept;
 // Takes the next callback of a cleared slot (under the shard lock); false when none is left.
 bool TakeWeakCallback(WeakSlot* slot, std::function<void()>* callback) noexcept;
-// Runs every callback of the slots, each outside any lock, catching and reporting exceptions
-// (brc::SetCollectorErrorHandler), then drops the slots' references. lib/collector.cc.
+// The link of a thread's list of cleared slots whose callbacks wait to run (lib/refcount.cc
+// defers them so that a chain of callbacks, each dropping the next object, uses bounded stack).
+WeakSlot* DeferredNextOf(const WeakSlot* slot) noexcept;
+void SetDeferredNext(WeakSlot* slot, WeakSlot* next) noexcept;
+
+// Runs every callback of a cleared slot, each outside any lock, catching and reporting
+// exceptions (brc::SetCollectorErrorHandler), then drops the slot's reference. lib/collector.cc.
 struct WeakCallbackRun {
   uint64_t run = 0;
   uint64_t errors = 0;
 };
+WeakCallbackRun RunWeakSlotCallbacks(WeakSlot* slot) noexcept;
+// The same for each slot of the list, which is left empty (its capacity kept).
 WeakCallbackRun RunWeakCallbacks(WeakCallbacks& callbacks) noexcept;
 
 }  // namespace brc::detail

@@ -103,6 +103,11 @@ void FreeTrackedStorage(void* object_start) noexcept;
 
 // Reports Make<T> on a thread that is not attached.
 [[noreturn]] void ReportMakeUnattached(std::string_view type_name) noexcept;
+// T's constructor threw: clears the weak-reference slot the constructor may have made for its
+// object (a WeakRef to `this`) and runs that slot's callbacks, so that no WeakRef can reach the
+// memory once it is reused; reports, as fatal misuse, a constructor that left other references
+// to its object behind. `header` is where the Object base was (its words outlive it).
+void AbandonConstruction(Object* header, const TypeInfo* type) noexcept;
 
 }  // namespace detail
 
@@ -212,12 +217,20 @@ Ref<T> Make(Args&&... args) {
     detail::ReportMakeUnattached(detail::kTypeInfoFor<T>.name);
   }
   constexpr bool kTracked = detail::Traced<T>;
+  static_assert(!kTracked || !std::is_polymorphic_v<T>,
+                "brc::Make<T>: a tracked type (Trace + Clear) may not have virtual functions: "
+                "its vtable pointer would sit between the collector word and the object header "
+                "(leaf types may have them)");
   void* mem = kTracked ? detail::AllocateTracked(sizeof(T), alignof(T))
                        : detail::AllocateObject(sizeof(T), alignof(T));
   T* t;
   try {
     t = ::new (mem) T(std::forward<Args>(args)...);
   } catch (...) {
+    // Where the Object base was: a fixed offset from the start (non-zero when T has a vtable
+    // and Object has none), computed without touching the dead object.
+    detail::AbandonConstruction(static_cast<Object*>(static_cast<T*>(mem)),
+                                &detail::kTypeInfoFor<T>);
     if constexpr (kTracked) {
       detail::FreeTrackedStorage(mem);
     } else {

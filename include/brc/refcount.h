@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 #include "brc/detail/config.h"
 #include "brc/detail/thread_local.h"
@@ -25,6 +26,9 @@ namespace detail {
 
 // Report a misuse of `ob` (type name, address, the rule broken) and abort. Never allocates.
 [[noreturn]] void ReportMisuse(const Object* ob, const char* rule) noexcept;
+// The same for an object whose type record is not (or no longer) in its header.
+[[noreturn]] void ReportMisuseOfType(const Object* ob, std::string_view type_name,
+                                     const char* rule) noexcept;
 
 struct Rc {
   // Called by Make before the object is published, so nobody else reads the header yet.
@@ -125,6 +129,7 @@ struct Rc {
   static void Dealloc(Object* ob) noexcept;
   static bool IsImmortal(const Object* ob) noexcept;
   static int64_t RefCount(const Object* ob) noexcept;
+  static void AbandonConstruction(Object* ob, const TypeInfo* type) noexcept;
 
   // Raw access for brc/testing.h and the weak-reference table.
   static std::atomic<uint64_t>& biased(Object* ob) { return ob->biased_; }

@@ -89,6 +89,12 @@ namespace detail {
       std::memory_order_relaxed)
 #endif
 #define BRC_STAT_INC(field) BRC_STAT_ADD(field, 1)
+// `allocations` and `frees` are counted even with BRC_NO_STATS: brc::SetAllocator relies on
+// them to know that no object is alive.
+#define BRC_STAT_ALWAYS_INC(field)                                                   \
+  ::brc::detail::tls_stats.field.store(                                              \
+      ::brc::detail::tls_stats.field.load(std::memory_order_relaxed) + 1,            \
+      std::memory_order_relaxed)
 #if defined(BRC_OP_STATS) && !defined(BRC_NO_STATS)
 #define BRC_OP_STAT_INC(field) BRC_STAT_ADD(field, 1)
 #else
