@@ -108,6 +108,9 @@ void DrainQueue(ThreadState* ts) noexcept {
     batch.swap(ts->queue);
   }
   for (Object* ob : batch) {
+    // BRC_DEBUG: an entry whose object was freed meanwhile is reported as a use after free,
+    // not as the negative count its tombstone would merge to.
+    Rc::CheckNotFreed(ob);
     if (Rc::ExplicitMerge(ob, -1)) Rc::Dealloc(ob);
   }
   batch.clear();  // keeps its capacity for the next swap

@@ -1,6 +1,8 @@
 // brc/testing.h: test-only access to the header and the queues.
 #include "brc/testing.h"
 
+#include <algorithm>
+
 #include "brc/detail/thread_local.h"
 #include "brc/refcount.h"
 #include "debug.h"
@@ -36,6 +38,18 @@ void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, Share
 void FreeImmortalForTesting(Object* ob) {
   if (!Rc::IsImmortal(ob)) {
     detail::ReportMisuse(ob, "FreeImmortalForTesting: the object is not immortal");
+  }
+  // A non-owner's decrement may have queued the object to its owner while it was still mortal,
+  // just before the owner's own increment made it immortal: the entry would outlive the object
+  // (found by the saturation stress scenario). An object made immortal by a merge has no owner
+  // and no entry.
+  if (uint32_t owner = Rc::Owner(ob); owner != detail::kNoOwner) {
+    detail::ThreadState* ts = detail::LookupThread(owner);
+    detail::MutexLock lock(&ts->mu);
+    if (std::find(ts->queue.begin(), ts->queue.end(), ob) != ts->queue.end()) {
+      detail::ReportMisuse(ob, "FreeImmortalForTesting: the object still waits in its owner's "
+                               "merge queue (let the owner reach brc::Safepoint() first)");
+    }
   }
   Rc::Dealloc(ob);
 }

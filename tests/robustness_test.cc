@@ -497,4 +497,41 @@ TEST_CASE("Lock() into the saturation band makes the object immortal like every 
   brc::testing::FreeImmortalForTesting(raw);
 }
 
+// 11. The saturation stress program freed an immortal object whose queue entry was still
+// pending (the program was wrong; brc now says so instead of reporting a negative count).
+struct SatObject : brc::Object {};
+
+constexpr uint32_t kLocalNearLimit() { return brc::kLocalImmortal - 1; }
+
+void QueueThenMakeImmortal(brc::Ref<SatObject>* keep) {
+  auto ob = brc::Make<SatObject>();
+  brc::testing::SetCountsForTesting(ob.get(), kLocalNearLimit(), 0, brc::kStateDefault);
+  std::thread dropper([&] {
+    brc::ThreadScope attach;
+    brc::DecRef(ob.get());  // shared count 0: queued to the owner
+  });
+  dropper.join();
+  brc::IncRef(ob.get());  // the owner's increment saturates: immortal
+  REQUIRE(brc::IsImmortal(ob.get()));
+  *keep = std::move(ob);
+}
+
+TEST_CASE("freeing an immortal object still queued to its owner is reported", "[robust]") {
+  brc_test::ExpectAbort(
+      [] {
+        brc::ThreadScope attach;
+        brc::Ref<SatObject> ob;
+        QueueThenMakeImmortal(&ob);
+        brc::testing::FreeImmortalForTesting(ob.Release());
+      },
+      "still waits in its owner's merge queue");
+  // Draining first (the fixed stress program) is fine, and the drain leaves it immortal.
+  brc::ThreadScope attach;
+  brc::Ref<SatObject> ob;
+  QueueThenMakeImmortal(&ob);
+  brc::Safepoint();
+  CHECK(brc::IsImmortal(ob.get()));
+  brc::testing::FreeImmortalForTesting(ob.Release());
+}
+
 }  // namespace

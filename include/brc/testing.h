@@ -29,7 +29,10 @@ Counts GetCounts(const Object* ob) noexcept;
 void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, SharedState state);
 
 // Destroys and frees an immortal object, which brc otherwise never frees, so that leak checkers
-// stay quiet in tests. Nothing may use the object afterwards.
+// stay quiet in tests. Nothing may use the object afterwards, and that includes its owner's
+// merge queue: a non-owner's decrement can queue the object while it is still mortal, so the
+// owner must reach brc::Safepoint() after the last such decrement (the entry's merge is a no-op
+// on an immortal object). Aborts, naming the object, if it is still queued to its owner.
 void FreeImmortalForTesting(Object* ob);
 
 // Objects currently waiting in the merge queue of thread `tid`.
