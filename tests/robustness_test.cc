@@ -4,6 +4,8 @@
 // terminate, wrong answer) without its fix. The kinds of test that find such defects in
 // general live next to this file: tests/reentrancy_test.cc (every hook x every call),
 // tests/oom_sweep.cc (every allocation failing in turn) and tests/fuzz/.
+#include <dlfcn.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -16,24 +18,33 @@
 
 // ---- a global operator new that can be made to fail, per thread ----
 //
-// Armed only by the thread that sets t_fail_new_in (the harness, Catch2 and other threads are
-// never affected): the t_fail_new_in-th allocation from now on throws std::bad_alloc.
+// Armed only by the thread that sets t_fail_new_in or t_fail_all_new (the harness, Catch2 and
+// other threads are never affected). Otherwise it forwards to the operator new and delete this
+// one replaces (libstdc++'s, or AddressSanitizer's), found with dlsym(RTLD_NEXT), so that every
+// allocation and free pairs up whoever made it.
 namespace {
-thread_local long t_fail_new_in = 0;      // 0: disarmed
+thread_local long t_fail_new_in = 0;       // 0: disarmed; n: the n-th allocation from now fails
 thread_local bool t_fail_all_new = false;  // every allocation fails
+
+using NewFn = void* (*)(std::size_t);
+using DeleteFn = void (*)(void*);
+NewFn NextNew() {
+  static NewFn fn = reinterpret_cast<NewFn>(dlsym(RTLD_NEXT, "_Znwm"));
+  return fn;
+}
+DeleteFn NextDelete() {
+  static DeleteFn fn = reinterpret_cast<DeleteFn>(dlsym(RTLD_NEXT, "_ZdlPv"));
+  return fn;
+}
 }  // namespace
 
-// GCC cannot see that these news and deletes pair up (both are malloc/free here).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 void* operator new(std::size_t size) {
   if (t_fail_all_new) throw std::bad_alloc();
   if (t_fail_new_in > 0 && --t_fail_new_in == 0) throw std::bad_alloc();
-  void* p = std::malloc(size == 0 ? 1 : size);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
+  return NextNew()(size);
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept { NextDelete()(p); }
+void operator delete(void* p, std::size_t) noexcept { NextDelete()(p); }
 
 namespace {
 
@@ -181,7 +192,7 @@ TEST_CASE("SetAllocator never succeeds while an object is alive", "[robust][allo
 // 3. The last decrement of an object with a weak callback while every allocation fails.
 TEST_CASE("a decrement that runs weak callbacks does not throw when memory runs out",
           "[robust][weak]") {
-  SwitchableAllocator failing;
+  static SwitchableAllocator failing;  // outlives its objects, quarantined ones included
   REQUIRE(brc::SetAllocator(&failing).ok());
   {
     brc::ThreadScope attach;
@@ -392,6 +403,12 @@ TEST_CASE("a thread that exits keeps no empty pages", "[robust][heap]") {
     brc::Make<Tracked<5000>>();
     brc::ReleaseFreeMemory();
   });
+  // BRC_DEBUG keeps freed objects in a quarantine (their blocks stay allocated): push them out
+  // with as many leaf frees (leaf objects do not come from these pages under ASan; without
+  // BRC_DEBUG the capacity is 0).
+  for (std::size_t i = 0; i < brc::testing::QuarantineCapacityForTesting(); ++i) {
+    brc::Make<Leaf64>();
+  }
   REQUIRE(brc::Collect().ok());
   REQUIRE(brc::Collect().ok());
   uint64_t after = brc::testing::CollectorHeapPagesForTesting() +
@@ -493,8 +510,10 @@ TEST_CASE("Lock() into the saturation band makes the object immortal like every 
   CHECK(brc::testing::GetCounts(ob.get()).shared_count == brc::kSharedSaturated);
   CHECK(brc::GetStats().saturated == saturated_before + 1);
   Counted* raw = ob.Release();
-  delete raw->destroyed;
+  std::atomic<int>* counter = raw->destroyed;
   brc::testing::FreeImmortalForTesting(raw);
+  CHECK(*counter == 1);
+  delete counter;
 }
 
 // 11. The saturation stress program freed an immortal object whose queue entry was still
