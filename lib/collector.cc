@@ -29,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <typeinfo>
@@ -88,6 +89,9 @@ std::mutex& CollectLock() {
 enum class Context { kNone, kCollecting, kCallback, kWeakCallback, kFinalizer, kClear };
 constinit thread_local Context t_context = Context::kNone;
 constinit thread_local const TypeInfo* t_context_type = nullptr;
+// True while this thread holds the world stopped for a collection, Freeze or Unfreeze (the only
+// user code that runs then is an allocator called for the collector's own lists).
+constinit thread_local bool t_collector_stopped = false;
 
 class ContextScope {
  public:
@@ -134,10 +138,10 @@ std::string CurrentExceptionType() {
   std::type_info* t = abi::__cxa_current_exception_type();
   if (t == nullptr) return "unknown";
   int status = 0;
-  char* name = abi::__cxa_demangle(t->name(), nullptr, nullptr, &status);
-  std::string out = status == 0 && name != nullptr ? name : t->name();
-  std::free(name);
-  return out;
+  // Freed however this ends: building the string below may throw std::bad_alloc.
+  std::unique_ptr<char, void (*)(void*)> name(
+      abi::__cxa_demangle(t->name(), nullptr, nullptr, &status), &std::free);
+  return status == 0 && name != nullptr ? std::string(name.get()) : std::string(t->name());
 }
 
 // Runs fn, catching and reporting what it throws: where (a finalizer of type T, a callback),
@@ -524,16 +528,21 @@ void FindResurrected(const ObjectList& garbage) {
 
 // ---- the collection ----
 
-void RunCollectCallbacks(CollectPhase phase, const CollectResult& result, CollectResult* out) {
+// Runs the collection callbacks (a copy of the list, so that they may add and remove
+// callbacks). False when the copy could not be allocated: none ran.
+bool RunCollectCallbacks(CollectPhase phase, const CollectResult& result, CollectResult* out) {
   std::vector<std::pair<uint64_t, CollectCallback>> callbacks;
-  {
+  try {
     std::lock_guard<std::mutex> lock(G().mu);
     callbacks = G().callbacks;
+  } catch (const std::bad_alloc&) {
+    return false;
   }
   ContextScope scope(Context::kCallback, nullptr);
   for (auto& [id, cb] : callbacks) {
     if (!Guarded("a collection callback", nullptr, [&] { cb(phase, result); })) ++out->errors;
   }
+  return true;
 }
 
 // The garbage list's storage, kept between collections (collection lock).
@@ -548,8 +557,10 @@ ObjectList& GarbageBuffer() {
 template <class Fn>
 void WithWorldStopped(ThreadState* self, Fn&& fn) {
   StopWorld(self);
+  t_collector_stopped = true;
   try {
     fn();
+    t_collector_stopped = false;
   } catch (...) {
     CheckFailed(__FILE__, __LINE__,
                 "an exception (out of memory?) while the world was stopped for a "
@@ -573,7 +584,11 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   ContextScope collecting(Context::kCollecting, nullptr);
   CollectResult result;
   result.automatic = automatic;
-  RunCollectCallbacks(CollectPhase::kStart, result, &result);
+  if (!RunCollectCallbacks(CollectPhase::kStart, result, &result)) {
+    return absl::ResourceExhaustedError(
+        "brc::Collect: out of memory while copying the collection callbacks; nothing was "
+        "collected");
+  }
   DrainQueue(self);
 
   // Stop 1: find the garbage, take a reference on it, clear weak references to it.
@@ -757,7 +772,11 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   auto by_ratio = static_cast<uint64_t>(ratio * static_cast<double>(survivors));
   g_trigger.store(std::max(threshold, by_ratio), std::memory_order_relaxed);
   result.total_time = absl::FromChrono(std::chrono::steady_clock::now() - start);
-  RunCollectCallbacks(CollectPhase::kStop, result, &result);
+  if (!RunCollectCallbacks(CollectPhase::kStop, result, &result)) {
+    // The collection is done; only its kStop callbacks were skipped.
+    ++result.errors;
+    ReportErrorRaw("the collection callbacks at kStop (out of memory: skipped)");
+  }
   return result;
 }
 
@@ -883,14 +902,27 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what,
   std::unique_lock<std::mutex> lock(detail::CollectLock(), std::adopt_lock);
   detail::ContextScope scope(detail::Context::kCollecting, nullptr);
   uint64_t n = 0;
+  bool out_of_memory = false;
   detail::WithWorldStopped(self, [&] {
-    for (detail::GcPage* p : detail::CollectPages()) {
+    detail::PageList pages;
+    try {
+      pages = detail::CollectPages();
+    } catch (const std::bad_alloc&) {
+      out_of_memory = true;  // nothing changed yet
+      return;
+    }
+    for (detail::GcPage* p : pages) {
       for (uint32_t b = 0; b < p->bump; ++b) {
         detail::GcWord* w = p->word(b);
         if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
       }
     }
   });
+  if (out_of_memory) {
+    return absl::ResourceExhaustedError(std::string(what) +
+                                        ": out of memory while listing the heap's pages; "
+                                        "nothing changed");
+  }
   return n;
 }
 
@@ -963,10 +995,16 @@ namespace {
 class CollectVisitor final : public Visitor {
  public:
   explicit CollectVisitor(std::vector<Object*>* out) noexcept : Visitor(&Fn), out_(out) {}
+  bool out_of_memory = false;  // a push failed: the caller throws std::bad_alloc
 
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
-    static_cast<CollectVisitor*>(self)->out_->push_back(r);
+    auto* me = static_cast<CollectVisitor*>(self);
+    try {
+      me->out_->push_back(r);
+    } catch (const std::bad_alloc&) {
+      me->out_of_memory = true;
+    }
   }
   std::vector<Object*>* out_;
 };
@@ -993,12 +1031,22 @@ std::vector<Ref<Object>> GetReferents(const Object* ob) {
   std::vector<Object*> raw;
   CollectVisitor v(&raw);
   type->gc->trace(ob, v);
+  if (v.out_of_memory) throw std::bad_alloc();
   out.reserve(raw.size());
   for (Object* r : raw) out.push_back(Ref<Object>::NewRef(r));
   return out;
 }
 
 std::vector<Ref<Object>> GetReferrers(const Object* target) {
+  if (detail::t_collector_stopped) {
+    detail::ReportMisuse(target, "brc::GetReferrers called while this thread holds the world "
+                                 "stopped for a collection (from an allocator the collector "
+                                 "called for its own lists): the heaps are being walked");
+  }
+  if (detail::StopInProgressOnThisThread()) {
+    detail::ReportMisuse(target, "brc::GetReferrers from a stop-the-world watchdog handler (the "
+                                 "world is not stopped yet, so the heaps cannot be walked)");
+  }
   std::vector<Ref<Object>> out;
   auto scan = [&] {
     detail::PageList pages = detail::CollectPages();

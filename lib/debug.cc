@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstring>
+#include <new>
 
 #include "allocator_internal.h"
 #include "brc/allocator.h"
@@ -29,8 +30,12 @@ struct QuarantineRing {
   std::size_t next ABSL_GUARDED_BY(mu) = 0;
 };
 
+// In static storage, never destroyed: the first free of the process must not allocate (it
+// runs inside a decrement, which cannot fail), and frees may happen during static destruction.
+alignas(QuarantineRing) unsigned char g_ring_storage[sizeof(QuarantineRing)];
+
 QuarantineRing& Ring() {
-  static QuarantineRing* q = new QuarantineRing();  // never destroyed; reachable, not leaked
+  static QuarantineRing* q = ::new (g_ring_storage) QuarantineRing();
   return *q;
 }
 

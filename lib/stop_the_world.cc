@@ -36,12 +36,6 @@ std::mutex& StopLock() {
   return *mu;
 }
 
-// Guarded by StopLock(): the threads the running stop counted.
-std::vector<ThreadState*>& CountedThreads() {
-  static auto* counted = new std::vector<ThreadState*>();
-  return *counted;
-}
-
 constinit thread_local bool t_holds_stop = false;
 // Set once every counted thread has parked, until the restart. This thread only.
 constinit thread_local bool t_world_stopped = false;
@@ -72,6 +66,43 @@ void DefaultReport(const LaggingThread& t) {
                static_cast<long long>(absl::ToInt64Milliseconds(t.waited)));
 }
 
+// The watchdog fired: reports every thread the running stop still waits for. Allocates (the
+// list, names, the handler's copy), so all of it is under a try: out of memory, the report is
+// skipped and the stop simply keeps waiting. Called without WorldState::mu held.
+void ReportLaggingThreads(absl::Duration waited) noexcept {
+  try {
+    WatchdogHandler handler;
+    {
+      WatchdogConfig& wd = Watchdog();
+      std::lock_guard<std::mutex> lock(wd.mu);
+      handler = wd.handler;
+    }
+    std::vector<LaggingThread> lagging;
+    WorldState& w = World();
+    ForEachThreadState([&](ThreadState* ts) {
+      std::lock_guard<std::mutex> lock(w.mu);
+      if (!ts->stop_counted) return;
+      lagging.push_back({ts->tid, ts->os_tid.load(std::memory_order_relaxed), "", waited});
+    });
+    for (LaggingThread& t : lagging) {
+      t.name = OsThreadName(t.os_tid);
+      if (!handler) {
+        DefaultReport(t);
+        continue;
+      }
+      try {
+        handler(t);
+      } catch (...) {
+        // The world is half stopped: nothing may unwind out of here.
+        std::fprintf(stderr, "brc: the stop-the-world watchdog handler threw; ignored\n");
+      }
+    }
+  } catch (...) {
+    std::fputs("brc: stop-the-world watchdog: out of memory while reporting lagging threads\n",
+               stderr);
+  }
+}
+
 }  // namespace
 
 absl::Duration StopWorld(ThreadState* self) {
@@ -89,13 +120,14 @@ absl::Duration StopWorld(ThreadState* self) {
     ReenterAttached(self);
   }
   t_holds_stop = true;
+  // From here on nothing may allocate or throw: the world is being stopped, and a failure
+  // would leave it half stopped (found by the allocation-failure sweep). The watchdog handler
+  // is copied, and lagging threads listed, only when the watchdog fires, under a try.
   absl::Duration timeout;
-  WatchdogHandler handler;
   {
     WatchdogConfig& wd = Watchdog();
     std::lock_guard<std::mutex> lock(wd.mu);
     timeout = wd.timeout;
-    handler = wd.handler;
   }
   auto start = std::chrono::steady_clock::now();
   WorldState& w = World();
@@ -105,8 +137,6 @@ absl::Duration StopWorld(ThreadState* self) {
     // Release pairs with the acquire in WorldStoppedByOther.
     w.stopper.store(self->tid, std::memory_order_release);
   }
-  std::vector<ThreadState*>& counted = CountedThreads();
-  counted.clear();
   ForEachThreadState([&](ThreadState* ts) {
     if (ts == self) return;
     MutexLock ts_lock(&ts->mu);
@@ -117,33 +147,14 @@ absl::Duration StopWorld(ThreadState* self) {
     ++w.remaining;
     // Relaxed: the bit only sends the thread to ParkIfStopped, which reads WorldState under mu.
     ts->pending.fetch_or(kPendingStop, std::memory_order_relaxed);
-    counted.push_back(ts);
   });
   auto step = std::chrono::nanoseconds(absl::ToInt64Nanoseconds(timeout));
   auto deadline = start + step;
   std::unique_lock<std::mutex> lock(w.mu);
   while (w.remaining > 0) {
     if (w.all_parked.wait_until(lock, deadline) != std::cv_status::timeout) continue;
-    std::vector<LaggingThread> lagging;
-    for (ThreadState* ts : counted) {
-      if (!ts->stop_counted) continue;
-      lagging.push_back({ts->tid, ts->os_tid.load(std::memory_order_relaxed), "",
-                         absl::FromChrono(std::chrono::steady_clock::now() - start)});
-    }
     lock.unlock();
-    for (LaggingThread& t : lagging) {
-      t.name = OsThreadName(t.os_tid);
-      if (!handler) {
-        DefaultReport(t);
-        continue;
-      }
-      try {
-        handler(t);
-      } catch (...) {
-        // The world is half stopped: nothing may unwind out of here.
-        std::fprintf(stderr, "brc: the stop-the-world watchdog handler threw; ignored\n");
-      }
-    }
+    ReportLaggingThreads(absl::FromChrono(std::chrono::steady_clock::now() - start));
     deadline += step;
     lock.lock();
   }

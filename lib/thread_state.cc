@@ -35,17 +35,22 @@ class Registry {
  public:
   ThreadState* Register(StatCounters* stats) {
     MutexLock lock(&mu_);
-    uint32_t tid;
     if (!free_ids_.empty()) {
-      // Lowest free id first keeps the table dense.
+      // Lowest free id first keeps the table dense. Its state exists already.
       auto it = std::min_element(free_ids_.begin(), free_ids_.end());
-      tid = *it;
+      uint32_t tid = *it;
       *it = free_ids_.back();
       free_ids_.pop_back();
-    } else {
-      BRC_CHECK(next_id_ < kChunkSize * kNumChunks, "more than 2^20 threads attached at once");
-      tid = next_id_++;
+      ThreadState* ts = SlotFor(tid).load(std::memory_order_relaxed);
+      ts->stats = stats;
+      return ts;
     }
+    BRC_CHECK(next_id_ < kChunkSize * kNumChunks, "more than 2^20 threads attached at once");
+    uint32_t tid = next_id_;
+    // Everything that may throw std::bad_alloc comes first, so a failure changes nothing:
+    // room for every id to be freed again (Unregister runs at thread exit and must not
+    // allocate), the chunk, the state.
+    free_ids_.reserve(tid);
     std::atomic<ThreadState*>& slot = SlotFor(tid);
     // Relaxed: only this function writes slots, under mu_.
     ThreadState* ts = slot.load(std::memory_order_relaxed);
@@ -54,6 +59,7 @@ class Registry {
       // Release pairs with the acquire in Lookup.
       slot.store(ts, std::memory_order_release);
     }
+    ++next_id_;
     ts->stats = stats;
     return ts;
   }
@@ -68,13 +74,25 @@ class Registry {
     BRC_STAT_FIELDS(BRC_FOLD_)
 #undef BRC_FOLD_
     ts->stats = nullptr;
-    free_ids_.push_back(ts->tid);
+    free_ids_.push_back(ts->tid);  // never allocates: Register reserved room for every id
   }
 
+  // fn runs without the registry lock: it may allocate, and the allocator is user code that
+  // may itself need the registry (SetAllocator sums statistics under it). States are never
+  // freed and each slot is written once, so reading them unlocked is safe; a thread registered
+  // after the snapshot of next_id_ is not visited (its callers handle that: a stop is already
+  // published when they look, and a new thread waits for its restart).
   void ForEach(absl::FunctionRef<void(ThreadState*)> fn) {
-    MutexLock lock(&mu_);
-    for (uint32_t tid = 1; tid < next_id_; ++tid) {
-      ThreadState* ts = SlotFor(tid).load(std::memory_order_relaxed);
+    uint32_t end;
+    {
+      MutexLock lock(&mu_);
+      end = next_id_;
+    }
+    for (uint32_t tid = 1; tid < end; ++tid) {
+      // Acquire pairs with the release stores in Register (as in Lookup).
+      Chunk* chunk = chunks_[tid >> kChunkBits].load(std::memory_order_acquire);
+      if (chunk == nullptr) continue;
+      ThreadState* ts = chunk->slots[tid & (kChunkSize - 1)].load(std::memory_order_acquire);
       if (ts != nullptr) fn(ts);
     }
   }

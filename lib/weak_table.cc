@@ -16,11 +16,11 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <unordered_map>
 #include <memory>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "brc/refcount.h"
 #include "brc/weak_ref.h"
 #include "mutex.h"
@@ -46,7 +46,10 @@ constexpr uint32_t kShards = 64;
 
 struct Shard {
   Mutex mu;
-  absl::flat_hash_map<Object*, WeakSlot*> slots ABSL_GUARDED_BY(mu);
+  // std::unordered_map, not absl::flat_hash_map: an insertion that cannot allocate must leave
+  // the map as it was (the standard's strong guarantee); the flat_hash_map of Debian's Abseil
+  // is left corrupt when its rehash fails (found by the allocation-failure sweep).
+  std::unordered_map<Object*, WeakSlot*> slots ABSL_GUARDED_BY(mu);
 };
 
 std::array<Shard, kShards>& Shards() {
