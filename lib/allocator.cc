@@ -10,6 +10,7 @@
 #include <new>
 #include <string>
 
+#include "no_destroy.h"
 #include "allocator_internal.h"
 #include "brc/thread.h"
 #include "brc/stats.h"
@@ -75,13 +76,13 @@ using DefaultImpl = MallocAllocatorImpl;
 
 // Never destroyed: objects may still be freed during static destruction.
 Allocator& MallocAllocator() noexcept {
-  static Allocator* const allocator = new MallocAllocatorImpl();
-  return *allocator;
+  static detail::NoDestroy<MallocAllocatorImpl> allocator;
+  return allocator.get();
 }
 
 Allocator& ScalableAllocator() noexcept {
-  static Allocator* const allocator = new ScalableAllocatorImpl();
-  return *allocator;
+  static detail::NoDestroy<ScalableAllocatorImpl> allocator;
+  return allocator.get();
 }
 
 // The built-in default: objects of up to 8 KiB from the calling thread's leaf heap (64 KiB
@@ -101,8 +102,8 @@ class BrcHeapAllocatorImpl final : public Allocator {
 };
 
 Allocator& DefaultAllocator() noexcept {
-  static Allocator* const allocator = new BrcHeapAllocatorImpl();
-  return *allocator;
+  static detail::NoDestroy<BrcHeapAllocatorImpl> allocator;
+  return allocator.get();
 }
 
 absl::Status SetAllocator(Allocator* allocator) {

@@ -16,6 +16,7 @@
 //  * The collector holds one strong reference on every object of its garbage set from the
 //    first stop until the end, so none of them is freed while it works on them.
 //  * kGcFinalized is set, with the world stopped, before Finalize() runs and never cleared.
+#include "no_destroy.h"
 #include "brc/collector.h"
 
 #include <cxxabi.h>
@@ -70,8 +71,8 @@ struct Shared {
 };
 
 Shared& G() {
-  static auto* g = new Shared();  // never destroyed: threads may outlive main
-  return *g;
+  static NoDestroy<Shared> g;  // never destroyed: threads may outlive main
+  return g.get();
 }
 
 // Relaxed throughout: these only decide when to collect, never what is garbage.
@@ -81,8 +82,8 @@ std::atomic<uint64_t> g_trigger{2000};     // allocations that start the next on
 std::atomic<int> g_workers{1};
 
 std::mutex& CollectLock() {
-  static auto* mu = new std::mutex();
-  return *mu;
+  static NoDestroy<std::mutex> mu;
+  return mu.get();
 }
 
 // What the calling thread is doing inside a collection, for Collect()'s nesting error.
@@ -181,6 +182,16 @@ void RecordPause(absl::Duration d) {
   int bucket = 0;
   while (bucket + 1 < kPauseBuckets && (int64_t{2} << bucket) <= us) ++bucket;
   ++s.pause_histogram[bucket];
+}
+
+// A ResourceExhausted status with `message`, or, when even the message cannot be allocated,
+// with none (a status without a message needs no memory).
+absl::Status OutOfMemoryStatus(const char* message) noexcept {
+  try {
+    return absl::ResourceExhaustedError(message);
+  } catch (const std::bad_alloc&) {
+    return absl::Status(absl::StatusCode::kResourceExhausted, "");
+  }
 }
 
 // ---- marking, world stopped ----
@@ -317,7 +328,8 @@ MarkResult Mark(const PageList& pages, int workers, uint32_t epoch,
   int w_count = kParallel ? workers : 1;
   // Kept between collections (collection lock), so that the workers' vectors keep their
   // memory: fresh memory costs a page fault per 4 KiB, a large part of a collection's time.
-  static auto* states = new std::vector<WorkerState>();
+  static NoDestroy<std::vector<WorkerState>> states_storage;
+  std::vector<WorkerState>* states = &states_storage.get();
   if (states->size() < static_cast<std::size_t>(w_count)) states->resize(w_count);
   std::vector<WorkerState>& ws = *states;
   for (WorkerState& w : ws) {
@@ -547,8 +559,8 @@ bool RunCollectCallbacks(CollectPhase phase, const CollectResult& result, Collec
 
 // The garbage list's storage, kept between collections (collection lock).
 ObjectList& GarbageBuffer() {
-  static auto* buffer = new ObjectList();
-  return *buffer;
+  static NoDestroy<ObjectList> buffer;
+  return buffer.get();
 }
 
 // Runs fn with the world stopped by `self`. Nothing may unwind out of a stopped world (the
@@ -585,7 +597,7 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   CollectResult result;
   result.automatic = automatic;
   if (!RunCollectCallbacks(CollectPhase::kStart, result, &result)) {
-    return absl::ResourceExhaustedError(
+    return OutOfMemoryStatus(
         "brc::Collect: out of memory while copying the collection callbacks; nothing was "
         "collected");
   }
@@ -647,7 +659,7 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   for (Object* ob : merged_dead) Rc::DecRef(ob);
   merged_dead = ObjectList();
   if (out_of_memory) {
-    return absl::ResourceExhaustedError(
+    return OutOfMemoryStatus(
         "brc::Collect: out of memory while marking; the world was restarted and nothing was "
         "collected");
   }
@@ -780,31 +792,39 @@ absl::StatusOr<CollectResult> RunCollection(ThreadState* self, bool automatic) {
   return result;
 }
 
-absl::Status CheckCanCollect(const char* what) {
+// Why a collection cannot run on this thread now (a phrase for the error), or nullptr.
+// Allocates nothing: automatic collections ask on every batch of allocations.
+const char* CannotCollectReason() noexcept {
   ThreadState* self = t_state;
-  std::string op(what);
-  if (self == nullptr) {
-    return absl::FailedPreconditionError(op + " on a thread that is not attached");
-  }
-  if (self->blocking_depth > 0) {
-    return absl::FailedPreconditionError(op + " inside a brc::BlockingScope");
-  }
+  if (self == nullptr) return "on a thread that is not attached";
+  if (self->blocking_depth > 0) return "inside a brc::BlockingScope";
   if (ThisThreadStoppedTheWorld()) {
-    return absl::FailedPreconditionError(
-        op + " while this thread holds the world stopped (brc::StopTheWorld)");
+    return "while this thread holds the world stopped (brc::StopTheWorld)";
   }
-  const char* where = nullptr;
   switch (t_context) {
-    case Context::kNone: return absl::OkStatus();
-    case Context::kCollecting: where = "during a collection on the same thread"; break;
-    case Context::kCallback: where = "from a collection callback"; break;
-    case Context::kWeakCallback: where = "from a weak-reference callback"; break;
-    case Context::kFinalizer: where = "from Finalize()"; break;
-    case Context::kClear: where = "from Clear()"; break;
+    case Context::kNone: return nullptr;
+    case Context::kCollecting: return "called during a collection on the same thread";
+    case Context::kCallback: return "called from a collection callback";
+    case Context::kWeakCallback: return "called from a weak-reference callback";
+    case Context::kFinalizer: return "called from Finalize()";
+    case Context::kClear: return "called from Clear()";
   }
-  std::string msg = op + " called " + where;
-  if (t_context_type != nullptr) msg += " of type " + std::string(t_context_type->name);
-  return absl::FailedPreconditionError(msg + ": collections do not nest");
+  return nullptr;
+}
+
+absl::Status CheckCanCollect(const char* what) noexcept {
+  const char* reason = CannotCollectReason();
+  if (reason == nullptr) return absl::OkStatus();
+  try {
+    std::string msg = std::string(what) + " " + reason;
+    if (t_context != Context::kNone) {
+      if (t_context_type != nullptr) msg += " of type " + std::string(t_context_type->name);
+      msg += ": collections do not nest";
+    }
+    return absl::FailedPreconditionError(msg);
+  } catch (const std::bad_alloc&) {
+    return absl::Status(absl::StatusCode::kFailedPrecondition, "");  // no memory for a message
+  }
 }
 
 }  // namespace
@@ -840,7 +860,7 @@ void OnTrackedAllocations(uint32_t n) {
   if (!g_enabled.load(std::memory_order_relaxed)) return;
   uint64_t total = g_allocs_since.fetch_add(n, std::memory_order_relaxed) + n;
   if (total < g_trigger.load(std::memory_order_relaxed)) return;
-  if (!CheckCanCollect("automatic collection").ok()) return;
+  if (CannotCollectReason() != nullptr) return;
   // Someone else is collecting (or waiting to): this allocation need not wait for it.
   std::unique_lock<std::mutex> lock(CollectLock(), std::try_to_lock);
   if (!lock.owns_lock()) return;
@@ -902,27 +922,18 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what,
   std::unique_lock<std::mutex> lock(detail::CollectLock(), std::adopt_lock);
   detail::ContextScope scope(detail::Context::kCollecting, nullptr);
   uint64_t n = 0;
-  bool out_of_memory = false;
+  // Walks the heaps directly, without listing their pages: nothing here allocates, so Freeze
+  // and Unfreeze cannot run out of memory.
   detail::WithWorldStopped(self, [&] {
-    detail::PageList pages;
-    try {
-      pages = detail::CollectPages();
-    } catch (const std::bad_alloc&) {
-      out_of_memory = true;  // nothing changed yet
-      return;
-    }
-    for (detail::GcPage* p : pages) {
-      for (uint32_t b = 0; b < p->bump; ++b) {
-        detail::GcWord* w = p->word(b);
-        if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
-      }
-    }
+    detail::ForEachThreadState([&](detail::ThreadState* ts) {
+      detail::ForEachPage(ts->heap, [&](detail::GcPage* p) {
+        for (uint32_t b = 0; b < p->bump; ++b) {
+          detail::GcWord* w = p->word(b);
+          if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
+        }
+      });
+    });
   });
-  if (out_of_memory) {
-    return absl::ResourceExhaustedError(std::string(what) +
-                                        ": out of memory while listing the heap's pages; "
-                                        "nothing changed");
-  }
   return n;
 }
 

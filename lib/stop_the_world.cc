@@ -16,6 +16,7 @@
 // thread's mu, so either the thread entered kAttached before the visit (and is counted) or it
 // sees stopper set and waits. A thread that leaves kAttached after being counted releases the
 // count in the same critical section.
+#include "no_destroy.h"
 #include "stop_the_world.h"
 
 #include <chrono>
@@ -32,8 +33,8 @@ namespace brc::detail {
 namespace {
 
 std::mutex& StopLock() {
-  static auto* mu = new std::mutex();  // never destroyed: threads may outlive main
-  return *mu;
+  static NoDestroy<std::mutex> mu;  // never destroyed: threads may outlive main
+  return mu.get();
 }
 
 constinit thread_local bool t_holds_stop = false;
@@ -47,8 +48,8 @@ struct WatchdogConfig {
 };
 
 WatchdogConfig& Watchdog() {
-  static auto* config = new WatchdogConfig();
-  return *config;
+  static NoDestroy<WatchdogConfig> config;
+  return config.get();
 }
 
 std::string OsThreadName(int64_t os_tid) {

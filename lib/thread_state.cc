@@ -5,6 +5,7 @@
 // never freed), so LookupThread is two acquire loads and no lock: a thread queueing an object
 // finds its owner's state without touching a global lock. Everything else (attaching,
 // exiting, summing statistics) is rare and runs under the registry lock.
+#include "no_destroy.h"
 #include "thread_state.h"
 
 #include <sys/syscall.h>
@@ -141,8 +142,8 @@ class Registry {
 };
 
 Registry& TheRegistry() {
-  static Registry* registry = new Registry();  // never destroyed: threads may outlive main
-  return *registry;
+  static NoDestroy<Registry> registry;  // never destroyed: threads may outlive main
+  return registry.get();
 }
 
 }  // namespace
@@ -167,8 +168,8 @@ ThreadState* RegisterCurrentThread() {
 }
 
 WorldState& World() {
-  static WorldState* world = new WorldState();  // never destroyed: threads may outlive main
-  return *world;
+  static NoDestroy<WorldState> world;  // never destroyed: threads may outlive main
+  return world.get();
 }
 
 void WaitForWorldRestart(uint32_t tid) {

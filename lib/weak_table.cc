@@ -11,6 +11,7 @@
 //    try-incref refuses an object whose count already reached zero.
 //  * An object gets a slot only after it is in the maybe-weak state (SetMaybeWeak), so its
 //    owner can no longer free it without the CAS that try-incref races against.
+#include "no_destroy.h"
 #include "weak_table.h"
 
 #include <array>
@@ -53,8 +54,8 @@ struct Shard {
 };
 
 std::array<Shard, kShards>& Shards() {
-  static auto* shards = new std::array<Shard, kShards>();  // never destroyed
-  return *shards;
+  static NoDestroy<std::array<Shard, kShards>> shards;  // never destroyed
+  return shards.get();
 }
 
 uint32_t ShardOf(const Object* ob) {
