@@ -190,7 +190,10 @@ StopTheWorld::StopTheWorld() : time_to_stop_(detail::StopWorld(detail::t_state))
 
 StopTheWorld::~StopTheWorld() { detail::RestartWorld(); }
 
-bool IsWorldStoppedByThisThread() noexcept { return detail::ThisThreadStoppedTheWorld(); }
+bool IsWorldStoppedByThisThread() noexcept {
+  // Not while the stop is still waiting for threads to park (the watchdog handler runs then).
+  return detail::ThisThreadStoppedTheWorld() && !detail::StopInProgressOnThisThread();
+}
 
 absl::Status SetStopWatchdog(absl::Duration timeout, WatchdogHandler handler) {
   if (timeout <= absl::ZeroDuration() || timeout == absl::InfiniteDuration()) {

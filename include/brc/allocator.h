@@ -20,8 +20,12 @@ namespace brc {
 class Allocator {
  public:
   virtual ~Allocator() = default;
-  // Returns nullptr on failure (brc::Make then throws std::bad_alloc). Called from any
-  // attached thread, concurrently.
+  // Returns nullptr on failure (brc::Make then throws std::bad_alloc). Called concurrently
+  // from any attached thread; also while the calling thread holds the world stopped (the
+  // collector's own lists), and, with CollectorConfig::workers > 1, on marking threads that are
+  // not attached. brc never calls it under one of its own locks, so it may call brc back
+  // (README, "Re-entrancy"), but where it runs for the collector it cannot stop the world or
+  // collect (a fatal error / FailedPrecondition), and on a marking thread it cannot count.
   virtual void* Allocate(std::size_t size, std::size_t align) noexcept = 0;
   // `size` and `align` are those given to Allocate. May be called on any thread.
   virtual void Deallocate(void* p, std::size_t size, std::size_t align) noexcept = 0;

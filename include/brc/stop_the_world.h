@@ -46,7 +46,8 @@ class StopTheWorld {
   absl::Duration time_to_stop_;
 };
 
-// True on the thread that currently holds the world stopped.
+// True on the thread that currently holds the world stopped (every other attached thread
+// parked); false in its watchdog handler, which runs while it still waits for some.
 bool IsWorldStoppedByThisThread() noexcept;
 
 // A thread the watchdog found not parked.
