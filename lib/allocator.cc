@@ -118,6 +118,15 @@ absl::Status SetAllocator(Allocator* allocator) {
     return absl::FailedPreconditionError(
         "SetAllocator from the stop-the-world watchdog handler (the world is not stopped yet)");
   }
+  // Objects alive: refuse at once, without stopping the world (the common misuse, and the
+  // only answer an allocator running on an unattached marking thread can get: attaching there
+  // would wait for the very collection it serves).
+  if (int64_t live = detail::SumStats().live_objects(); live != 0) {
+    return absl::FailedPreconditionError(
+        "SetAllocator: " + std::to_string(live) +
+        " objects are alive; each must be freed by the allocator that made it, so switch "
+        "allocators only when none is alive (at start-up)");
+  }
   // The live count is a sum of per-thread counters, exact only while nobody allocates or frees:
   // the check and the switch happen with the world stopped (every other attached thread
   // parked; detached and blocked ones cannot allocate or free objects). A thread that is not
@@ -159,6 +168,9 @@ Allocator& GetAllocator() noexcept {
 namespace detail {
 
 void* AllocateObject(std::size_t size, std::size_t align) {
+  // Counted before the allocator runs: a custom allocator may reach a safepoint or block, and
+  // a SetAllocator meanwhile must see this allocation as alive. A failure counts as freed.
+  BRC_STAT_ALWAYS_INC(allocations);
   // Acquire pairs with the release in SetAllocator.
   Allocator* a = g_current.load(std::memory_order_acquire);
   void* p;
@@ -175,8 +187,10 @@ void* AllocateObject(std::size_t size, std::size_t align) {
   } else {
     p = a->Allocate(size, align);
   }
-  if (p == nullptr) throw std::bad_alloc();
-  BRC_STAT_ALWAYS_INC(allocations);
+  if (p == nullptr) {
+    BRC_STAT_ALWAYS_INC(frees);
+    throw std::bad_alloc();
+  }
   return p;
 }
 

@@ -353,7 +353,11 @@ MarkResult Mark(const PageList& pages, int workers, uint32_t epoch,
       // Checked for every object, marked already or not: a Trace that over-reports would
       // otherwise let the collector free an object that is still referenced.
       if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
-      if (count > internal && Claim<kParallel>(w, epoch)) v.MarkFrom(ob);
+      // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
+      // further up its stack, or the queue could not be merged here). It is no garbage, and
+      // what it references stays alive until its destructor runs: treat it as a root, so that
+      // none of that is cleared.
+      if ((count > internal || count == 0) && Claim<kParallel>(w, epoch)) v.MarkFrom(ob);
     });
     me.marked += v.marked;
     me.scanned += scanned;
@@ -379,10 +383,6 @@ MarkResult Mark(const PageList& pages, int workers, uint32_t epoch,
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t bits) {
       if (MarkedIn(bits, epoch)) return;
-      // Count zero: already dead, only waiting in a merge queue for its owner (one whose drain
-      // is in progress further up its stack). Its owner frees it; the collector must not
-      // clear it or count it.
-      if (Rc::RefCount(ob) == 0) return;
       w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
       me.garbage.push_back(ob);
       if constexpr (!kParallel) take(ob);
@@ -473,8 +473,9 @@ void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept {
     MutexLock lock(&ts->mu);
     for (Object* ob : ts->queue) {
       if (!Rc::ExplicitMerge(ob, -1)) continue;
-      // Count zero, unowned: restore one reference for `dead`. Relaxed: the world is stopped;
-      // the restart publishes it.
+      // Count zero, unowned: restore one reference for `dead`, marked dead so that no Lock()
+      // revives it meanwhile. Relaxed: the world is stopped; the restart publishes both.
+      Rc::flags(ob).fetch_or(kFlagDead, std::memory_order_relaxed);
       Rc::shared(ob).store(kSharedOne | kStateMerged, std::memory_order_relaxed);
       dead->push_back(ob);
     }

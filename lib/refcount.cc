@@ -191,6 +191,11 @@ void Rc::MergeZeroLocal(Object* ob) noexcept {
       ReportMisuse(ob, "negative reference count: the owner released its last reference while "
                        "other threads had released more than they took");
     } else {
+      if (pending == 1 && count == 1) {
+        // Only the queue entry is left: the object is dead and waits for this thread's drain.
+        // Published by the release of the CAS below, before anyone can see it merged.
+        ob->flags_.fetch_or(kFlagDead, std::memory_order_relaxed);
+      }
       desired = Word(count, kStateMerged);
     }
   } while (!ob->shared_.compare_exchange_weak(shared, desired, std::memory_order_acq_rel,
@@ -285,15 +290,24 @@ bool Rc::TryIncRef(Object* ob) noexcept {
     if (shared == 0 || shared == kStateMerged) return false;
     int32_t count = CountOf(shared);
     if (InSaturationBand(count)) return true;
+    // Dead, waiting for a merge or the collector's last drop (kFlagDead is set before the
+    // count that still includes that reference is published; the acquire loads of `shared`
+    // make it visible here).
+    if (ob->flags_.load(std::memory_order_relaxed) & kFlagDead) return false;
     if (StateOf(shared) == kStateQueued) {
       // Queued: the entry holds one reference the count does not show. If the owner's half is
       // all that is left besides it, the true count is zero and the object only waits for its
-      // owner's merge to be freed: refuse. The owner's half is read racily (relaxed): it is
-      // exact unless the owner drops its own last reference at this very moment, the one race
-      // in which this can still revive an object (README, "WeakRef::Lock").
+      // owner's merge to be freed: refuse. The owner's half is read racily (relaxed), so the
+      // shared word is read again: if it moved (the owner merged meanwhile, say), decide again
+      // from the new value rather than from a mix of old and new. What is left is the race in
+      // the README ("Weak references").
       uint64_t now = ob->biased_.load(std::memory_order_relaxed);
-      uint32_t local = OwnerOf(now) != kNoOwner ? LocalOf(now) : 0;
-      if (int64_t{local} + count - 1 <= 0) return false;
+      int32_t again = ob->shared_.load(std::memory_order_acquire);
+      if (again != shared || OwnerOf(now) == kNoOwner) {
+        shared = again;
+        continue;
+      }
+      if (int64_t{LocalOf(now)} + count - 1 <= 0) return false;
     }
     // Acquire pairs with the release of whoever published the object's current contents.
     if (ob->shared_.compare_exchange_weak(shared, shared + kSharedOne, std::memory_order_acquire,

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, then builds and runs the unit tests and
 # short stress runs in three configurations (Release, ASan+UBSan with BRC_DEBUG, TSan), builds a
-# consumer project against the installed package, and smoke-runs the benchmark suite and report.
+# consumer project against the installed package, smoke-runs the benchmark suite and report, and
+# replays the fuzzer's corpus and fuzzes for a minute (clang, ASan+UBSan, BRC_DEBUG).
 #
-#   scripts/test.sh                 all three configurations
-#   scripts/test.sh release|asan|tsan [...]   only those
+#   scripts/test.sh                 everything
+#   scripts/test.sh release|asan|tsan|fuzz [...]   only those
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 jobs=$(nproc)
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan fuzz)
 
 for preset in "${configs[@]}"; do
+  [ "$preset" = fuzz ] && continue
   echo "=== brc: $preset: configure, build"
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" -j"$jobs" --target brc_tests brc_stress brc_gc_stress brc_thread_stress
+  cmake --build --preset "$preset" -j"$jobs" --target brc_tests brc_oom_sweep brc_stress brc_gc_stress brc_thread_stress
   echo "=== brc: $preset: unit tests and short stress runs"
   ctest --preset "$preset" -j"$jobs"
 done
@@ -45,5 +47,9 @@ if bad or len(rows) < 100:
     sys.exit("benchmark smoke run: %d rows, errors: %s" % (len(rows), bad))
 PY
   tail -25 build/bench-quick.log
+fi
+if [[ " ${configs[*]} " == *" fuzz "* ]]; then
+  echo "=== brc: fuzzer: replay the corpus, then fuzz for 60 s (scripts/fuzz.sh 60)"
+  scripts/fuzz.sh 60
 fi
 echo "=== brc: all passed (${configs[*]})"

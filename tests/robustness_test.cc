@@ -553,4 +553,125 @@ TEST_CASE("freeing an immortal object still queued to its owner is reported", "[
   brc::testing::FreeImmortalForTesting(ob.Release());
 }
 
+// Found by review. A Lock() racing the owner's drain of a queued object read the shared word
+// before the merge and the owner's half after it, and refused an object its owner still held.
+TEST_CASE("Lock() never refuses an object its owner still holds while the owner drains",
+          "[robust][weak]") {
+  BRC_TEST_SEED(seed);
+  constexpr int kRounds = 3000;
+  brc::ThreadScope attach;
+  std::atomic<int> destroyed{0};
+  std::atomic<int> round{0}, dropped{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong_nulls{0};
+  std::vector<brc::WeakRef<Counted>> weaks(kRounds + 1);  // outlive every round
+  brc::Ref<Counted> handed;
+  std::atomic<bool> handed_ready{false};
+  std::thread dropper([&] {
+    brc::ThreadScope attach_dropper;
+    for (int r = 1; r <= kRounds; ++r) {
+      while (!handed_ready.load()) brc::Safepoint();
+      brc::Ref<Counted> mine = std::move(handed);
+      handed_ready = false;
+      mine.Reset();  // shared count 0: queued to the owner
+      dropped = r;
+    }
+  });
+  std::thread locker([&] {
+    brc::ThreadScope attach_locker;
+    std::mt19937 rng(seed);
+    while (!stop.load()) {
+      int r = round.load();
+      if (r > 0) {
+        // The owner holds its reference until it sets round to -r: Lock() must succeed.
+        bool got = weaks[r].Lock() != nullptr;
+        if (!got && round.load() == r) wrong_nulls.fetch_add(1);
+      }
+      if (rng() % 8 == 0) brc::Safepoint();
+    }
+  });
+  for (int r = 1; r <= kRounds; ++r) {
+    auto ob = brc::Make<Counted>(&destroyed, r);
+    weaks[r] = brc::WeakRef<Counted>(ob);
+    handed = ob;  // a second reference, for the dropper
+    handed_ready = true;
+    while (dropped.load() != r) std::this_thread::yield();  // queued, not drained yet
+    round = r;
+    for (int i = 0; i < 4; ++i) std::this_thread::yield();
+    brc::Safepoint();  // the drain merges while the locker may be inside Lock()
+    for (int i = 0; i < 4; ++i) std::this_thread::yield();
+    round = -r;  // the owner drops its reference next: a null is fine from here
+    ob.Reset();
+  }
+  stop = true;
+  brc_test::JoinBlocking(dropper);
+  brc_test::JoinBlocking(locker);
+  brc::Safepoint();
+  CHECK(wrong_nulls.load() == 0);
+  CHECK(destroyed.load() == kRounds);
+}
+
+// Found by review: the owner dropping its own last reference after another thread's drop was
+// queued published the object as merged with the queue's reference still counted, so every
+// Lock() revived it until the drain.
+TEST_CASE("Lock() refuses an object whose owner dropped its last reference behind a queued one",
+          "[robust][weak]") {
+  brc::ThreadScope attach;
+  std::atomic<int> destroyed{0};
+  auto ob = brc::Make<Counted>(&destroyed);
+  brc::WeakRef<Counted> weak(ob);
+  brc::Ref<Counted> copy = ob;
+  std::thread dropper([&] {
+    brc::ThreadScope attach_dropper;
+    brc::Ref<Counted> mine = std::move(copy);
+  });
+  dropper.join();  // queued to this thread, which does not drain yet
+  ob.Reset();      // the owner's own last reference: merged, only the queue entry left
+  CHECK(destroyed == 0);
+  bool other_got_it = true;
+  brc_test::RunAttached([&] { other_got_it = weak.Lock() != nullptr; });
+  CHECK_FALSE(other_got_it);
+  CHECK(weak.Lock() == nullptr);
+  brc::Safepoint();
+  CHECK(destroyed == 1);
+}
+
+// Found by review: an allocation was counted only after the allocator returned, so an
+// allocator that blocked (or reached a safepoint) let SetAllocator switch under it.
+class BlockingAllocator final : public brc::Allocator {
+ public:
+  void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    if (block_next.exchange(false)) {
+      inside = true;
+      brc::BlockingScope blocking;  // a stop of the world does not wait for this thread
+      while (!release.load()) std::this_thread::yield();
+    }
+    return brc::MallocAllocator().Allocate(size, align);
+  }
+  void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    brc::MallocAllocator().Deallocate(p, size, align);
+  }
+  std::string_view Name() const noexcept override { return "blocking"; }
+  std::atomic<bool> block_next{false}, inside{false}, release{false};
+};
+
+TEST_CASE("SetAllocator refuses while an allocation waits inside the allocator",
+          "[robust][allocator]") {
+  static BlockingAllocator blocking;  // outlives its objects, quarantined ones included
+  REQUIRE(brc::SetAllocator(&blocking).ok());
+  std::atomic<int> destroyed{0};
+  blocking.block_next = true;
+  std::thread maker([&] {
+    brc::ThreadScope attach;
+    auto ob = brc::Make<Counted>(&destroyed);
+  });
+  while (!blocking.inside.load()) std::this_thread::yield();
+  absl::Status s = brc::SetAllocator(&brc::MallocAllocator());
+  blocking.release = true;
+  maker.join();
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(destroyed == 1);
+  CHECK(brc::SetAllocator(&brc::DefaultAllocator()).ok());
+}
+
 }  // namespace

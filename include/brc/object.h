@@ -101,6 +101,10 @@ enum ObjectFlag : uint32_t {
   kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
   kFlagFreed = 1u << 1,        // BRC_DEBUG: the object was freed and sits in the quarantine
   kFlagGcHeap = 1u << 2,       // a tracked type: a collector word precedes the header
+  // Its true count reached zero while a merge-queue entry (or the collector's final drop)
+  // still holds the last counted reference: it is dead and only waits to be freed, so
+  // try-incref (WeakRef::Lock) refuses it. Set before the count is published as merged.
+  kFlagDead = 1u << 3,
 };
 
 // The base of every brc object. Derive from it and create instances with brc::Make<T>; never
