@@ -80,6 +80,9 @@ std::atomic<bool> g_enabled{true};
 std::atomic<uint64_t> g_allocs_since{0};   // tracked allocations since the last collection
 std::atomic<uint64_t> g_trigger{2000};     // allocations that start the next one
 std::atomic<int> g_workers{1};
+// Objects frozen now: Freeze adds, Unfreeze resets, and each frozen object that counting frees
+// subtracts one (OnFrozenObjectFreed). Relaxed: a statistic.
+std::atomic<uint64_t> g_frozen{0};
 
 std::mutex& CollectLock() {
   static NoDestroy<std::mutex> mu;
@@ -853,6 +856,8 @@ WeakCallbackRun RunWeakCallbacks(WeakCallbacks& callbacks) noexcept {
   return r;
 }
 
+void OnFrozenObjectFreed() noexcept { g_frozen.fetch_sub(1, std::memory_order_relaxed); }
+
 void CountTrackedAllocations(uint32_t n) noexcept {
   g_allocs_since.fetch_add(n, std::memory_order_relaxed);
 }
@@ -948,7 +953,7 @@ absl::StatusOr<uint64_t> Freeze() {
   });
   if (n.ok()) {
     std::lock_guard<std::mutex> lock(G().mu);
-    G().stats.frozen += *n;
+    detail::g_frozen.fetch_add(*n, std::memory_order_relaxed);
     G().stats.tracked -= std::min(G().stats.tracked, *n);
   }
   return n;
@@ -962,7 +967,7 @@ absl::StatusOr<uint64_t> Unfreeze() {
   });
   if (n.ok()) {
     std::lock_guard<std::mutex> lock(G().mu);
-    G().stats.frozen = 0;
+    detail::g_frozen.store(0, std::memory_order_relaxed);
     G().stats.tracked += *n;
   }
   return n;
@@ -1087,7 +1092,9 @@ std::vector<Ref<Object>> GetReferrers(const Object* target) {
 
 CollectorStats GetCollectorStats() {
   std::lock_guard<std::mutex> lock(G().mu);
-  return G().stats;
+  CollectorStats s = G().stats;
+  s.frozen = detail::g_frozen.load(std::memory_order_relaxed);
+  return s;
 }
 
 }  // namespace brc

@@ -203,6 +203,8 @@ void SweepOwnHeaps(ThreadState* ts) noexcept;
 // kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.
 inline constexpr uint32_t kGcAllocBatch = 64;
 void OnTrackedAllocations(uint32_t n);
+// A frozen object was freed by reference counting (for CollectorStats::frozen).
+void OnFrozenObjectFreed() noexcept;
 // The same, without ever starting a collection (a detaching thread).
 void CountTrackedAllocations(uint32_t n) noexcept;
 // Reports this thread's not yet reported allocations without collecting (at detach: an exiting

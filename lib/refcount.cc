@@ -340,7 +340,12 @@ void Rc::Dealloc(Object* ob) noexcept {
   BRC_CHECK(type != nullptr, "freeing an object that brc::Make did not finish creating");
   // A dying object leaves the collector's view before anything else happens to it: a
   // collection that a destructor triggers must not trace it (or its deferred-list header).
-  if (type->gc != nullptr) GcWordOf(ob)->Unset(kGcTracked);
+  if (type->gc != nullptr) {
+    GcWord* w = GcWordOf(ob);
+    uint32_t bits = w->bits.load(std::memory_order_relaxed);  // relaxed: see GcWord
+    w->bits.store(bits & ~kGcTracked, std::memory_order_relaxed);
+    if (bits & kGcFrozen) OnFrozenObjectFreed();
+  }
   // First make the object unreachable through weak references (no user code, no allocation).
   // Relaxed: the decrement that took the count to zero (acquire) ordered every writer of the
   // flag before this point.

@@ -674,4 +674,23 @@ TEST_CASE("SetAllocator refuses while an allocation waits inside the allocator",
   CHECK(brc::SetAllocator(&brc::DefaultAllocator()).ok());
 }
 
+// Found by the fuzzer: CollectorStats::frozen ("objects frozen now") never forgot frozen
+// objects that reference counting freed.
+TEST_CASE("CollectorStats::frozen forgets frozen objects that counting frees",
+          "[robust][collector]") {
+  brc::ThreadScope attach;
+  REQUIRE(brc::Unfreeze().ok());
+  std::atomic<int> destroyed{0};
+  {
+    auto a = brc::Make<CycleNode>(&destroyed);
+    auto b = brc::Make<CycleNode>(&destroyed);
+    absl::StatusOr<uint64_t> n = brc::Freeze();
+    REQUIRE(n.ok());
+    CHECK(*n >= 2);
+    CHECK(brc::GetCollectorStats().frozen == *n);
+  }  // both freed by counting (no cycle)
+  CHECK(brc::GetCollectorStats().frozen == 0);
+  REQUIRE(brc::Unfreeze().ok());
+}
+
 }  // namespace

@@ -1,0 +1,1457 @@
+// brc_fuzz: a libFuzzer target that drives brc's public API as a small object-graph program and
+// checks every step against a model.
+//
+// The input. A byte string read as a sequence of operations: one opcode byte, then one byte per
+// argument (a missing byte reads as 0), on at most kMaxObjects objects, kRoots root slots (Refs
+// held by the fuzz thread), kWeaks WeakRef slots and kHelperSlots slots of the helper thread:
+//   objects: make a leaf, a tracked Node, an FNode (tracked, with a finalizer) or a resurrecting
+//     FNode (its finalizer stores a new reference to it in the run's resurrection list); link (a
+//     tracked object's child slot takes a Ref to another root's object; itself included), unlink,
+//     copy and drop roots, walk a child into a root, change a field, take an object back from the
+//     resurrection list; MakeImmortal;
+//   weak references: make (no callback; a callback that counts its runs; one that also holds a
+//     strong reference to some object and drops it when it runs; one that holds a copy of its own
+//     WeakRef and checks from inside that the target already reads expired), copy, drop, Lock()
+//     and keep the result (an object in a dead cycle that no collection has found yet is revived);
+//   a constructor that throws, optionally after making a WeakRef to `this`
+//     (`WeakRef(Ref::NewRef(this))`, plain or with a callback) and, for a tracked one, after
+//     taking a Ref to another object;
+//   the collector: Collect(), Freeze()/Unfreeze(), GetReferents/GetReferrers, ReleaseFreeMemory;
+//   the helper, a second std::thread that stays attached and runs one command at a time for the
+//     fuzz thread: give it a reference (moved, or copied on either thread), take one back (moved
+//     by either thread), drop one (then optionally Lock() a WeakRef at once, on the helper and on
+//     the fuzz thread before its next safepoint), make objects (it owns them), link its objects,
+//     Lock() or make WeakRefs, Collect()/Freeze()/Unfreeze(), read every reference count, or
+//     exit and be replaced by a new thread (objects it owned are orphaned, its id reused).
+// The fuzz thread waits for each helper command inside a BlockingScope (so the helper merges on
+// its behalf), or polling Safepoint() (objects the helper drops are queued to it and freed when
+// it drains), or spinning without a safepoint, only for commands that cannot stop the world: a
+// dropped object then waits in the fuzz thread's queue with a count of 0 while WeakRefs to it
+// are locked. The helper reports a command done only from inside its idle BlockingScope, so
+// nothing the helper does overlaps what the fuzz thread does next: the model stays exact.
+//
+// The model knows every object's kind, field value and child edges, the roots, helper slots,
+// resurrection list entries and pending callbacks that hold it, whether it is immortal, frozen
+// or finalized, every WeakRef's target and callback. Its rules (brc's documented semantics):
+//   * an object whose count reaches 0 dies at once, its WeakRefs are cleared and their pending
+//     callbacks run (dropping what they hold); its children's counts drop, recursively;
+//   * Collect() finds as garbage every tracked, unfrozen, mortal object that no root, helper
+//     slot, resurrection list entry, pending callback's reference, immortal or frozen object
+//     reaches (a frozen object is not scanned, so what it references is referenced "from
+//     outside"); clears the WeakRefs to the garbage (callbacks run); finalizes each garbage FNode
+//     once ever; if any finalizer ran, drops from the garbage whatever a resurrection made
+//     reachable again (its WeakRefs stay cleared); Clear()s the rest once and frees it; counting
+//     then frees what only the garbage held;
+//   * Lock() returns the object exactly while it is alive and the WeakRef was not cleared. So an
+//     object in an unreachable cycle that no collection has found yet is still returned (and the
+//     fuzzer may store it in a root again), but not one whose count reached 0 and that merely
+//     waits in its owner's queue (README: Lock never revives an object whose count reached 0);
+//   * a throwing constructor's object never lives: a WeakRef it made to itself reads expired,
+//     its callback runs once (what issue 10 asks for), its destructor never runs.
+// After every operation (and a Safepoint(), so nothing waits in the fuzz thread's queue) every
+// live object's destructor has not run, its header and fields (value, children) are the model's,
+// IsTracked/IsImmortal agree, brc::GetRefCount equals the model's count (exact here: nothing
+// counts concurrently); every dead object was destroyed exactly once; Clear() and Finalize() ran
+// exactly as often as the model says; roots, helper slots and the resurrection list hold the
+// model's objects; every WeakRef's expired() and Lock() agree with the model; every callback ran
+// exactly as often as the model says (once per death of its target while its WeakRef lived,
+// never after that WeakRef was dropped). Collect()'s unreachable, collected, resurrected,
+// finalized, weak_callbacks, uncollectable and errors, and the counts Freeze()/Unfreeze() return,
+// equal the model's.
+//
+// End of each input: the helper drops its slots, the resurrection list and the callbacks that
+// hold references are dropped, then the roots; Unfreeze(); collections until the model says only
+// immortal objects are left (after the first, immortal objects drop their children); each
+// immortal object is then freed with brc::testing::FreeImmortalForTesting, so that LeakSanitizer
+// stays quiet and "every object created was destroyed exactly once" holds with no exception;
+// finally every WeakRef must read expired and every callback count match.
+//
+// Automatic collections are disabled (brc::DisableCollector): the model decides when cycles die.
+// A failed check prints what differs and aborts. To read an input as a program:
+//   BRC_FUZZ_TRACE=1 build/fuzz/tests/fuzz/brc_fuzz crash-file      (every operation)
+//   BRC_FUZZ_STATS=1 ...      (brc's heap pages and collections after each input)
+// Build and run: scripts/fuzz.sh [seconds] (clang, ASan+UBSan, BRC_DEBUG, -DBRC_BUILD_FUZZ=ON);
+// seed corpus: tests/fuzz/corpus/. The k*Enabled / kCheck* constants below switch off an
+// operation or check that a known brc defect makes fail at once, so that fuzzing can go on.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "brc/brc.h"
+#include "brc/testing.h"
+
+namespace {
+
+// ---- switches for what a known brc defect makes fail at once; all true once it is fixed ----
+// Throwing constructors that make a WeakRef to their own object (issue 10, defect 1).
+constexpr bool kThrowWeakToSelfEnabled = true;
+// Lock() at once after a drop, while the dropped object (count 0) may wait in its owner's merge
+// queue: must return null (issue 10, defect 9). False: no Lock() right after a helper's drop.
+constexpr bool kLockNeverRevivesQueued = true;
+// GetCollectorStats().frozen equals the frozen objects alive now (found by this fuzzer: a frozen
+// object freed by counting was never subtracted; findings_test.cc).
+constexpr bool kCheckFrozenStat = true;
+
+constexpr int kRoots = 8;
+constexpr int kChildren = 3;
+constexpr int kWeaks = 8;
+constexpr int kHelperSlots = 4;
+constexpr int kMaxObjects = 48;  // per input, thrown constructions included
+constexpr uint32_t kMagic = 0xB7C0FFEE;
+
+bool g_trace = false;
+bool g_stats = false;  // BRC_FUZZ_STATS=1: one line of brc's memory figures after each input
+
+void Trace(const char* fmt, ...) {
+  if (!g_trace) return;
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fputc('\n', stderr);
+}
+
+[[noreturn]] void Fail(const char* fmt, ...) {
+  std::fprintf(stderr, "\nbrc_fuzz: MODEL CHECK FAILED: ");
+  va_list ap;
+  va_start(ap, fmt);
+  std::vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  std::fprintf(stderr, "\n(rerun the input with BRC_FUZZ_TRACE=1 to see every operation)\n");
+  std::abort();
+}
+
+#define FUZZ_CHECK(cond, ...)   \
+  do {                          \
+    if (!(cond)) Fail(__VA_ARGS__); \
+  } while (0)
+
+// ---- the objects ----
+
+struct Rec;  // the model's record of one object (below)
+
+// Every fuzz object has child slots. A tracked type reports them to the collector; a leaf does
+// not (an untracked container: what it references counts as referenced from outside the tracked
+// heap, and a cycle through a leaf is never collected).
+struct FzObject : brc::Object {
+  FzObject(Rec* r, uint32_t v) : rec(r), value(v) {}
+  Rec* rec;
+  uint32_t value;
+  uint32_t magic = kMagic;
+  brc::Ref<FzObject> child[kChildren];
+};
+
+void OnDestroy(FzObject* ob);
+
+struct Leaf : FzObject {
+  static constexpr std::string_view kTypeName = "brc_fuzz::Leaf";
+  using FzObject::FzObject;
+  ~Leaf() { OnDestroy(this); }
+};
+
+void OnClear(FzObject* ob);
+
+struct Node : FzObject {
+  static constexpr std::string_view kTypeName = "brc_fuzz::Node";
+  using FzObject::FzObject;
+  ~Node() { OnDestroy(this); }
+  void Trace(brc::Visitor& v) const {
+    for (const auto& c : child) v.Visit(c);
+  }
+  void Clear() {
+    OnClear(this);
+    for (auto& c : child) c = nullptr;
+  }
+};
+
+// A tracked object with a finalizer, which counts its calls and, if its record says so,
+// resurrects the object (stores a new reference to it in the run's resurrection list).
+void OnFinalize(FzObject* ob);
+struct FNode : Node {
+  static constexpr std::string_view kTypeName = "brc_fuzz::FNode";
+  using Node::Node;
+  void Finalize() { OnFinalize(this); }
+};
+
+// A tracked object outside the model, made and dropped at once to position the per-thread
+// allocation count at which brc checks for an automatic collection (Run::Prime).
+struct Dummy : brc::Object {
+  static constexpr std::string_view kTypeName = "brc_fuzz::Dummy";
+  void Trace(brc::Visitor&) const {}
+  void Clear() {}
+};
+
+// What a throwing constructor does before it throws.
+struct ThrowPlan {
+  int weak_mode = 0;                          // 0 none, 1 plain WeakRef, 2 with a callback
+  brc::WeakRef<FzObject>* weak_out = nullptr;  // where the WeakRef to `this` goes
+  std::function<void()> callback;
+  brc::Ref<FzObject> hold;  // a tracked thrower keeps this in its child slot, then throws
+};
+
+struct FuzzThrow {};
+
+template <class T>
+void WeakToSelf(T* self, ThrowPlan* plan) {
+  if (plan->weak_mode == 0) return;
+  // The pattern issue 10 names: WeakRef(Ref<T>::NewRef(this)), converted to the slots' type.
+  brc::Ref<FzObject> me(brc::Ref<T>::NewRef(self));
+  if (plan->weak_mode == 1) {
+    *plan->weak_out = brc::WeakRef<FzObject>(me);
+  } else {
+    *plan->weak_out = brc::WeakRef<FzObject>(me, std::move(plan->callback));
+  }
+}
+
+struct ThrowLeaf : FzObject {
+  static constexpr std::string_view kTypeName = "brc_fuzz::ThrowLeaf";
+  ThrowLeaf(Rec* r, ThrowPlan* plan) : FzObject(r, 0) {
+    WeakToSelf(this, plan);
+    throw FuzzThrow{};
+  }
+  ~ThrowLeaf() { OnDestroy(this); }  // never runs: the constructor did not finish
+};
+
+struct ThrowNode : FzObject {
+  static constexpr std::string_view kTypeName = "brc_fuzz::ThrowNode";
+  ThrowNode(Rec* r, ThrowPlan* plan) : FzObject(r, 0) {
+    held = plan->hold;
+    WeakToSelf(this, plan);
+    throw FuzzThrow{};
+  }
+  ~ThrowNode() { OnDestroy(this); }
+  void Trace(brc::Visitor& v) const { v.Visit(held); }
+  void Clear() { held = nullptr; }
+  brc::Ref<FzObject> held;
+};
+
+// ---- the model ----
+
+struct Rec {
+  int id = 0;
+  bool tracked = false;
+  bool created = false;  // false: its constructor threw
+  bool dead = false;     // the model says its destructor has run (or, if !created, never will)
+  bool immortal = false;
+  bool frozen = false;
+  bool has_finalizer = false;  // an FNode
+  bool resurrect = false;      // its finalizer resurrects it
+  bool finalized = false;      // the model says Finalize() has run
+  int expect_clears = 0;       // the model's count of Clear() calls (0 or 1)
+  uint32_t value = 0;
+  FzObject* ptr = nullptr;  // dereferenced only while the model says it is alive
+  int child[kChildren] = {-1, -1, -1};
+  std::atomic<int> destroyed{0};
+  std::atomic<int> clears{0};
+  std::atomic<int> finalizes{0};
+};
+
+struct CbRec {
+  std::atomic<int> ran{0};
+  std::atomic<int> bad{0};  // the callback saw its target still lockable
+  int expected = 0;
+  bool pending = true;  // the model: registered, neither run nor cancelled
+  int held = -1;        // the object whose reference the callback holds until it runs, or -1
+};
+
+struct WeakModel {
+  int target = -1;       // record id, -1 for an empty WeakRef
+  CbRec* cb = nullptr;   // this WeakRef's own callback, if any
+  bool cleared = false;  // a collection cleared it (its target was garbage, then resurrected)
+};
+
+// Where finalizers put the objects they resurrect (the current run's list; a root).
+std::vector<brc::Ref<FzObject>>* g_resurrected = nullptr;
+
+void OnDestroy(FzObject* ob) {
+  if (ob->magic != kMagic) Fail("destructor on an object whose magic is gone (%p)", (void*)ob);
+  ob->rec->destroyed.fetch_add(1, std::memory_order_relaxed);
+  ob->magic = 0;
+}
+
+void OnClear(FzObject* ob) { ob->rec->clears.fetch_add(1, std::memory_order_relaxed); }
+
+void OnFinalize(FzObject* ob) {
+  ob->rec->finalizes.fetch_add(1, std::memory_order_relaxed);
+  if (ob->rec->resurrect) g_resurrected->push_back(brc::Ref<FzObject>::NewRef(ob));
+}
+
+// ---- the helper thread ----
+
+enum class Wait { kBlocking, kPoll, kSpin };
+const char* WaitName(Wait w) {
+  return w == Wait::kBlocking ? "blocking" : w == Wait::kPoll ? "poll" : "spin";
+}
+
+class Helper {
+ public:
+  Helper() : thread_([this] { Loop(); }) {}
+  ~Helper() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    if (brc::IsAttached()) {
+      brc::BlockingScope blocking;  // joining is waiting: never hold up a stop of the world
+      thread_.join();
+    } else {
+      thread_.join();
+    }
+  }
+
+  // Runs `fn` on the helper and waits for it to finish.
+  void Run(Wait wait, std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cmd_ = std::move(fn);
+      has_cmd_ = true;
+      done_.store(false, std::memory_order_relaxed);
+    }
+    cv_.notify_all();
+    switch (wait) {
+      case Wait::kBlocking: {
+        brc::BlockingScope blocking;
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return done_.load(std::memory_order_relaxed); });
+        break;
+      }
+      case Wait::kPoll:
+        while (!done_.load(std::memory_order_acquire)) {
+          brc::Safepoint();
+          std::this_thread::yield();
+        }
+        break;
+      case Wait::kSpin:
+        while (!done_.load(std::memory_order_acquire)) std::this_thread::yield();
+        break;
+    }
+    // Pairs with the helper's release store: what the command wrote is visible from here.
+    std::atomic_thread_fence(std::memory_order_acquire);
+  }
+
+  // Touched only by commands (on the helper) and by the fuzz thread while the helper is idle.
+  brc::Ref<FzObject> slot[kHelperSlots];
+
+ private:
+  void Loop() {
+    brc::ThreadScope attach;
+    bool ran = false;
+    for (;;) {
+      std::function<void()> fn;
+      {
+        // Idle: other threads merge what they drop on our behalf. A command counts as done only
+        // once the helper is inside this scope (entering it drained the helper's queue), so the
+        // fuzz thread's next drops never race with the helper's way back to it.
+        brc::BlockingScope blocking;
+        std::unique_lock<std::mutex> lock(mu_);
+        if (ran) {
+          done_.store(true, std::memory_order_release);
+          cv_.notify_all();
+        }
+        cv_.wait(lock, [&] { return has_cmd_ || quit_; });
+        if (!has_cmd_) break;
+        fn = std::move(cmd_);
+        has_cmd_ = false;
+      }
+      fn();
+      fn = nullptr;
+      ran = true;
+    }
+    for (auto& s : slot) s = nullptr;  // before the ThreadScope detaches
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> cmd_;
+  bool has_cmd_ = false;
+  bool quit_ = false;
+  std::atomic<bool> done_{false};
+  std::thread thread_;  // last: starts after the fields above exist
+};
+
+Helper* g_helper = nullptr;
+
+void StopHelperAtExit() {
+  delete g_helper;
+  g_helper = nullptr;
+}
+
+// ---- the input ----
+
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  bool Done() const { return pos_ >= size_; }
+  uint8_t Byte() { return pos_ < size_ ? data_[pos_++] : 0; }
+  int Index(int n) { return Byte() % n; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// ---- one input's run ----
+
+class Run {
+ public:
+  explicit Run(Reader& in) : in_(in) {
+    // Every input starts with explicit collections only, and the default configuration.
+    brc::DisableCollector();
+    if (!brc::SetCollectorConfig(brc::CollectorConfig{}).ok()) Fail("SetCollectorConfig");
+    wm_.fill(WeakModel{});
+    g_resurrected = &resurrected_;
+  }
+  ~Run() { g_resurrected = nullptr; }
+
+  void Go() {
+    int steps = 0;
+    while (!in_.Done() && steps++ < 4096) {
+      Step();
+      brc::Safepoint();
+      Check("after step");
+    }
+    Teardown();
+  }
+
+ private:
+  enum Op : uint8_t {
+    kMakeLeaf, kMakeNode, kLink, kUnlink, kDropRoot, kCopyRoot, kWalk, kSetValue,
+    kMakeWeak, kDropWeak, kLockWeak, kCopyWeak, kThrow, kCollect, kFreeze, kImmortal,
+    kInspect, kReleaseMemory,
+    kTakeResurrected, kConfig,
+    kHGive, kHTake, kHDrop, kHMake, kHLink, kHLock, kHCollect, kHRestart, kHWeak, kHCheck,
+    kNumOps
+  };
+
+  // --- model helpers ---
+
+  Rec* NewRec(bool tracked) {
+    if (recs_.size() >= static_cast<size_t>(kMaxObjects)) return nullptr;
+    Rec& r = recs_.emplace_back();
+    r.id = static_cast<int>(recs_.size()) - 1;
+    r.tracked = tracked;
+    return &r;
+  }
+  Rec& R(int id) { return recs_[static_cast<size_t>(id)]; }
+  FzObject* PtrOf(int id) { return id < 0 ? nullptr : R(id).ptr; }
+  int IdOf(const brc::Ref<FzObject>& ref) { return ref ? ref->rec->id : -1; }
+
+  // The model's reference counts: roots, helper slots, edges of live objects, the resurrection
+  // list, references held by pending weak callbacks, and the collector's own references while
+  // a collection holds its garbage.
+  std::vector<int> Counts() {
+    std::vector<int> count(recs_.size(), 0);
+    for (int id : root_m_) if (id >= 0) ++count[id];
+    for (int id : helper_m_) if (id >= 0) ++count[id];
+    for (int id : resurrected_m_) ++count[id];
+    for (int id : gc_hold_) ++count[id];
+    for (const CbRec& cb : cbs_) if (cb.pending && cb.held >= 0) ++count[cb.held];
+    for (const Rec& r : recs_) {
+      if (r.dead) continue;
+      for (int c : r.child) if (c >= 0) ++count[c];
+    }
+    return count;
+  }
+
+  // Runs the model's side of `x`'s weak references being cleared: callbacks of WeakRefs that
+  // are still registered run (and drop what they hold). Returns how many ran.
+  int ClearWeakRefsTo(int x) {
+    int ran = 0;
+    for (WeakModel& w : wm_) {
+      if (w.target != x || w.cleared) continue;
+      w.cleared = true;
+      if (w.cb != nullptr && w.cb->pending) {
+        ++w.cb->expected;
+        w.cb->pending = false;
+        ++ran;
+      }
+    }
+    return ran;
+  }
+
+  void Kill(Rec& r) {
+    r.dead = true;
+    ClearWeakRefsTo(r.id);
+    for (int& c : r.child) c = -1;
+  }
+
+  // Replaces WeakRef w's model; a callback the old one registered is cancelled.
+  void SetWeakModel(int w, WeakModel m) {
+    if (wm_[w].cb != nullptr) wm_[w].cb->pending = false;
+    wm_[w] = m;
+  }
+
+  // Reference counting: every object whose count is 0 dies, recursively.
+  void Settle() {
+    for (bool changed = true; changed;) {
+      changed = false;
+      std::vector<int> count = Counts();
+      for (Rec& r : recs_) {
+        if (!r.dead && !r.immortal && count[r.id] == 0) {
+          Kill(r);
+          changed = true;
+        }
+      }
+    }
+  }
+
+  // Tracked, unfrozen, mortal objects that nothing outside the tracked heap reaches: no root,
+  // helper slot, resurrection list entry, pending callback's reference, immortal or frozen
+  // object (frozen objects are not scanned: what they reference counts as referenced from
+  // outside).
+  std::vector<int> Unreachable() {
+    std::vector<bool> reached(recs_.size(), false);
+    std::vector<int> stack;
+    auto push = [&](int id) {
+      if (id >= 0 && !reached[id]) {
+        reached[id] = true;
+        stack.push_back(id);
+      }
+    };
+    for (int id : root_m_) push(id);
+    for (int id : helper_m_) push(id);
+    for (int id : resurrected_m_) push(id);
+    for (const CbRec& cb : cbs_) if (cb.pending) push(cb.held);
+    for (const Rec& r : recs_) {
+      if (r.dead) continue;
+      if (r.immortal || r.frozen) push(r.id);
+      if (!r.tracked) {
+        for (int c : r.child) push(c);  // a leaf's references are not traced: from outside
+      }
+    }
+    while (!stack.empty()) {
+      int id = stack.back();
+      stack.pop_back();
+      for (int c : R(id).child) push(c);
+    }
+    std::vector<int> garbage;
+    for (const Rec& r : recs_) {
+      if (!r.dead && r.tracked && !reached[r.id]) garbage.push_back(r.id);
+    }
+    return garbage;
+  }
+
+  // The model of one collection (brc/collector.h's steps): take a reference on the garbage and
+  // clear its weak references (their callbacks run, dropping what they hold); finalizers run
+  // once per object ever, and resurrecting ones put their object on the resurrection list; if
+  // any ran, whatever is reachable again leaves the garbage; Clear() the rest, drop the
+  // collector's references, and let counting free what only the garbage held.
+  struct Collected {
+    uint64_t unreachable = 0;
+    uint64_t callbacks = 0;
+    uint64_t finalized = 0;
+    uint64_t resurrected = 0;
+    uint64_t collected = 0;
+  };
+  Collected ModelCollect() {
+    Collected c;
+    std::vector<int> garbage = Unreachable();
+    c.unreachable = garbage.size();
+    gc_hold_ = garbage;
+    for (int id : garbage) c.callbacks += ClearWeakRefsTo(id);
+    Settle();
+    for (int id : garbage) {
+      Rec& r = R(id);
+      if (!r.has_finalizer || r.finalized) continue;
+      r.finalized = true;
+      ++c.finalized;
+      if (r.resurrect) resurrected_m_.push_back(id);
+    }
+    if (c.finalized > 0) {
+      std::vector<int> still = Unreachable();
+      std::vector<int> kept;
+      for (int id : garbage) {
+        if (std::find(still.begin(), still.end(), id) != still.end()) kept.push_back(id);
+      }
+      c.resurrected = garbage.size() - kept.size();
+      garbage = kept;
+    }
+    for (int id : garbage) {
+      Rec& r = R(id);
+      ++r.expect_clears;
+      for (int& k : r.child) k = -1;
+    }
+    c.collected = garbage.size();
+    gc_hold_.clear();
+    Settle();
+    return c;
+  }
+
+  // --- the checks ---
+
+  void Check(const char* when) {
+    std::vector<int> count = Counts();
+    for (Rec& r : recs_) {
+      int destroyed = r.destroyed.load(std::memory_order_relaxed);
+      FUZZ_CHECK(r.clears.load() == r.expect_clears, "%s: Clear() ran %d times on #%d, model: %d",
+                 when, r.clears.load(), r.id, r.expect_clears);
+      FUZZ_CHECK(r.finalizes.load() == (r.finalized ? 1 : 0),
+                 "%s: Finalize() ran %d times on #%d, model: %d", when, r.finalizes.load(), r.id,
+                 r.finalized ? 1 : 0);
+      if (!r.created) {
+        FUZZ_CHECK(destroyed == 0, "%s: #%d's constructor threw, yet its destructor ran", when,
+                   r.id);
+        continue;
+      }
+      if (r.dead) {
+        FUZZ_CHECK(destroyed == 1, "%s: #%d (%s) should be destroyed once, destructor ran %d times",
+                   when, r.id, r.tracked ? "tracked" : "leaf", destroyed);
+        continue;
+      }
+      FUZZ_CHECK(destroyed == 0, "%s: #%d (%s) should be alive (count %d%s), destructor ran %d times",
+                 when, r.id, r.tracked ? "tracked" : "leaf", count[r.id],
+                 r.immortal ? ", immortal" : "", destroyed);
+      FzObject* p = r.ptr;
+      FUZZ_CHECK(p->magic == kMagic && p->rec == &r, "%s: #%d's fields were overwritten", when, r.id);
+      FUZZ_CHECK(p->value == r.value, "%s: #%d value %u, expected %u", when, r.id, p->value,
+                 r.value);
+      FUZZ_CHECK(brc::IsTracked(p) == r.tracked, "%s: IsTracked(#%d) is %d", when, r.id,
+                 brc::IsTracked(p));
+      FUZZ_CHECK(brc::IsImmortal(p) == r.immortal, "%s: IsImmortal(#%d) is %d", when, r.id,
+                 brc::IsImmortal(p));
+      int64_t expect = r.immortal ? brc::kImmortalRefCount : count[r.id];
+      int64_t got = brc::GetRefCount(p);
+      if (got != expect) {
+        brc::testing::Counts c = brc::testing::GetCounts(p);
+        Fail("%s: GetRefCount(#%d) = %lld, model says %lld (owner %u local %u shared %d state %d "
+             "flags %u; fuzz thread %u)",
+             when, r.id, (long long)got, (long long)expect, c.owner, c.local, c.shared_count,
+             (int)c.state, c.flags, brc::CurrentThreadId());
+      }
+      for (int k = 0; k < kChildren; ++k) {
+        FUZZ_CHECK(p->child[k].get() == PtrOf(r.child[k]),
+                   "%s: #%d child %d is not the model's #%d", when, r.id, k, r.child[k]);
+      }
+    }
+    for (int i = 0; i < kRoots; ++i) {
+      FUZZ_CHECK(roots_[i].get() == PtrOf(root_m_[i]), "%s: root %d is not the model's #%d", when,
+                 i, root_m_[i]);
+    }
+    for (int h = 0; h < kHelperSlots; ++h) {
+      FUZZ_CHECK(g_helper->slot[h].get() == PtrOf(helper_m_[h]),
+                 "%s: helper slot %d is not the model's #%d", when, h, helper_m_[h]);
+    }
+    {
+      std::vector<int> have;
+      for (const auto& ref : resurrected_) have.push_back(IdOf(ref));
+      std::vector<int> want = resurrected_m_;
+      std::sort(have.begin(), have.end());
+      std::sort(want.begin(), want.end());
+      FUZZ_CHECK(have == want, "%s: %zu objects resurrected, model: %zu", when, have.size(),
+                 want.size());
+    }
+    for (int w = 0; w < kWeaks; ++w) {
+      int t = wm_[w].target;
+      bool dead = t < 0 || R(t).dead || wm_[w].cleared;
+      FUZZ_CHECK(weaks_[w].expired() == dead, "%s: weak %d (to #%d) expired() is %d, model: %s",
+                 when, w, t, weaks_[w].expired(), dead ? "dead" : "alive");
+      brc::Ref<FzObject> locked = weaks_[w].Lock();
+      FUZZ_CHECK((locked == nullptr) == dead, "%s: weak %d (to #%d) Lock() gave %p, model: %s",
+                 when, w, t, (void*)locked.get(), dead ? "dead" : "alive");
+      if (locked) FUZZ_CHECK(locked.get() == R(t).ptr, "%s: weak %d locked a different object",
+                             when, w);
+    }
+    for (CbRec& cb : cbs_) {
+      FUZZ_CHECK(cb.ran.load() == cb.expected,
+                 "%s: weak callback %d (holding #%d) ran %d times, model says %d", when,
+                 static_cast<int>(&cb - &cbs_.front()), cb.held, cb.ran.load(), cb.expected);
+      FUZZ_CHECK(cb.bad.load() == 0, "%s: a weak callback could still Lock() its target", when);
+    }
+    if (kCheckFrozenStat) {
+      uint64_t frozen = 0;
+      for (const Rec& r : recs_) frozen += (!r.dead && r.frozen) ? 1 : 0;
+      uint64_t stat = brc::GetCollectorStats().frozen;
+      FUZZ_CHECK(stat == frozen, "%s: GetCollectorStats().frozen = %llu, model: %llu", when,
+                 (unsigned long long)stat, (unsigned long long)frozen);
+    }
+  }
+
+  // --- operations ---
+
+  // A callback for a new WeakRef: kind 0 counts its runs; 1 also holds a reference to `held`
+  // (root or helper slot contents) and drops it when it runs; 2 holds a copy of its own WeakRef
+  // and checks from inside that the target already reads expired.
+  CbRec* NewCallback(int kind, std::function<void()>* out, const brc::WeakRef<FzObject>* self,
+                     const brc::Ref<FzObject>* held) {
+    CbRec* cb = &cbs_.emplace_back();
+    if (kind == 0 || (kind == 1 && !*held)) {
+      *out = [cb] { cb->ran.fetch_add(1, std::memory_order_relaxed); };
+    } else if (kind == 1) {
+      cb->held = IdOf(*held);
+      *out = [cb, keep = *held]() mutable {
+        cb->ran.fetch_add(1, std::memory_order_relaxed);
+        keep = nullptr;  // may free it, here on the thread that runs the callback
+      };
+    } else {
+      // Holds a copy of the WeakRef (a WeakRef inside its own slot's callback) and checks that
+      // the target is already cleared when the callback runs.
+      brc::WeakRef<FzObject> copy = *self;
+      *out = [cb, copy] {
+        cb->ran.fetch_add(1, std::memory_order_relaxed);
+        if (!copy.expired() || copy.Lock() != nullptr) cb->bad.fetch_add(1);
+      };
+    }
+    return cb;
+  }
+
+  // Runs `make` (a brc::Make): if that ran an automatic collection (GetCollectorStats says so),
+  // the model collects too, and the collection's figures must match.
+  template <class Fn>
+  void MaybeAutoCollect(Fn&& make) {
+    brc::CollectorStats before = brc::GetCollectorStats();
+    bool done = false;
+    struct Finish {
+      Run* run;
+      const brc::CollectorStats& before;
+      bool& done;
+      ~Finish() {
+        if (!done) run->AfterMake(before);  // a throwing Make checks here
+      }
+    } finish{this, before, done};
+    make();
+    done = true;
+    AfterMake(before);
+  }
+  // brc checks whether to collect automatically once every kGcAllocBatch (64, lib/gc_heap.h)
+  // tracked allocations of a thread. Makes throwaway tracked objects on the calling thread until
+  // a collection runs (the count is then 0), then 64 - n more: the n-th tracked Make from now
+  // checks (and, with threshold <= 3, collects). If 64 ever changes, collections just come at
+  // other Makes: the model follows whatever GetCollectorStats reports.
+  void Prime(int n) {
+    constexpr int kBatch = 64;
+    bool collected = false;
+    for (int i = 0; i < 2 * kBatch && !collected; ++i) {
+      uint64_t before = brc::GetCollectorStats().collections;
+      MaybeAutoCollect([] { (void)brc::Make<Dummy>(); });
+      collected = brc::GetCollectorStats().collections != before;
+    }
+    for (int i = 0; i < kBatch - n; ++i) MaybeAutoCollect([] { (void)brc::Make<Dummy>(); });
+  }
+
+  void AfterMake(const brc::CollectorStats& before) {
+    brc::CollectorStats after = brc::GetCollectorStats();
+    if (after.collections == before.collections) return;
+    FUZZ_CHECK(auto_collect_, "a collection ran inside Make with automatic collection off");
+    FUZZ_CHECK(after.collections == before.collections + 1 &&
+                   after.automatic_collections == before.automatic_collections + 1,
+               "Make ran %llu collections (%llu automatic), expected one automatic",
+               (unsigned long long)(after.collections - before.collections),
+               (unsigned long long)(after.automatic_collections - before.automatic_collections));
+    Trace("  (an automatic collection ran inside Make)");
+    Collected c = ModelCollect();
+    auto same = [](uint64_t got, uint64_t want, const char* what) {
+      FUZZ_CHECK(got == want, "automatic collection: %s %llu, model: %llu", what,
+                 (unsigned long long)got, (unsigned long long)want);
+    };
+    same(after.collected - before.collected, c.collected, "collected");
+    same(after.resurrected - before.resurrected, c.resurrected, "resurrected");
+    same(after.finalized - before.finalized, c.finalized, "finalized");
+    same(after.uncollectable - before.uncollectable, 0, "uncollectable");
+    same(after.errors - before.errors, 0, "errors");
+  }
+
+  // kind: 0 leaf, 1 tracked, 2 tracked with a finalizer, 3 the same, resurrecting.
+  void MakeInto(brc::Ref<FzObject>* where, int* model_slot, int kind, uint32_t value) {
+    Rec* r = NewRec(kind != 0);
+    if (r == nullptr) return;
+    r->has_finalizer = kind >= 2;
+    r->resurrect = kind == 3;
+    r->dead = true;  // to the model it does not exist yet (an automatic collection may run first)
+    brc::Ref<FzObject> ob;
+    MaybeAutoCollect([&] {
+      if (kind == 0) {
+        ob = brc::Make<Leaf>(r, value);
+      } else if (kind == 1) {
+        ob = brc::Make<Node>(r, value);
+      } else {
+        ob = brc::Make<FNode>(r, value);
+      }
+    });
+    r->dead = false;
+    r->created = true;
+    r->value = value;
+    r->ptr = ob.get();
+    *where = std::move(ob);
+    *model_slot = r->id;
+  }
+
+  static const char* KindName(int kind) {
+    static const char* const kNames[] = {"Leaf", "Node", "FNode", "FNode, resurrecting"};
+    return kNames[kind];
+  }
+  static const char* CallbackName(int cb, int held) {
+    static char buf[64];
+    if (cb == 0) return "";
+    if (cb == 1) return ", counting callback";
+    if (cb == 3) return ", self-checking callback";
+    std::snprintf(buf, sizeof(buf), ", callback holding the object of slot %d", held);
+    return buf;
+  }
+
+  // weak[w] = WeakRef(target) with callback kind cb (0 none, 1 counting, 2 counting and
+  // holding `held`, 3 self-checking); the old weak[w] is dropped (cancelling its callback).
+  void MakeWeak(int w, const brc::Ref<FzObject>& target, int cb,
+                const brc::Ref<FzObject>& held) {
+    brc::WeakRef<FzObject> made(target);
+    WeakModel m{IdOf(target), nullptr, false};
+    if (cb != 0 && target) {
+      std::function<void()> fn;
+      m.cb = NewCallback(cb - 1, &fn, &made, &held);
+      made = brc::WeakRef<FzObject>(target, std::move(fn));
+    }
+    weaks_[w] = std::move(made);
+    SetWeakModel(w, m);
+  }
+
+  // Whether the model says weak[w].Lock() returns its target now.
+  bool Lockable(int w) {
+    int t = wm_[w].target;
+    return t >= 0 && !R(t).dead && !wm_[w].cleared;
+  }
+
+  FzObject* ObjAt(int root) { return PtrOf(root_m_[root]); }
+
+  Wait ReadWait(bool stops_world) {
+    Wait w = static_cast<Wait>(in_.Index(3));
+    if (w == Wait::kSpin && stops_world) w = Wait::kPoll;
+    return w;
+  }
+
+  void Step() {
+    int op = in_.Index(kNumOps);
+    switch (op) {
+      case kMakeLeaf:
+      case kMakeNode: {
+        int a = in_.Index(kRoots);
+        uint32_t v = in_.Byte();
+        int kind = op == kMakeLeaf ? 0 : 1 + in_.Index(3);
+        Trace("root[%d] = Make<%s>(%u)", a, KindName(kind), v);
+        MakeInto(&roots_[a], &root_m_[a], kind, v);
+        Settle();
+        break;
+      }
+      case kLink: {
+        int a = in_.Index(kRoots), k = in_.Index(kChildren), b = in_.Index(kRoots);
+        FzObject* n = ObjAt(a);
+        Trace("root[%d]->child[%d] = root[%d]%s", a, k, b, n ? "" : " (skipped: empty)");
+        if (n == nullptr) break;
+        n->child[k] = roots_[b];
+        R(root_m_[a]).child[k] = root_m_[b];
+        Settle();
+        break;
+      }
+      case kUnlink: {
+        int a = in_.Index(kRoots), k = in_.Index(kChildren);
+        FzObject* n = ObjAt(a);
+        Trace("root[%d]->child[%d] = null%s", a, k, n ? "" : " (skipped)");
+        if (n == nullptr) break;
+        R(root_m_[a]).child[k] = -1;
+        n->child[k] = nullptr;
+        Settle();
+        break;
+      }
+      case kDropRoot: {
+        int a = in_.Index(kRoots);
+        Trace("root[%d] = null", a);
+        roots_[a] = nullptr;
+        root_m_[a] = -1;
+        Settle();
+        break;
+      }
+      case kCopyRoot: {
+        int a = in_.Index(kRoots), b = in_.Index(kRoots);
+        Trace("root[%d] = root[%d]", b, a);
+        roots_[b] = roots_[a];
+        root_m_[b] = root_m_[a];
+        Settle();
+        break;
+      }
+      case kWalk: {
+        int a = in_.Index(kRoots), k = in_.Index(kChildren), b = in_.Index(kRoots);
+        FzObject* n = ObjAt(a);
+        Trace("root[%d] = root[%d]->child[%d]%s", b, a, k, n ? "" : " (skipped)");
+        if (n == nullptr) break;
+        int target = R(root_m_[a]).child[k];
+        roots_[b] = n->child[k];  // a copy: n stays alive, since root[a] still holds it
+        root_m_[b] = target;
+        Settle();
+        break;
+      }
+      case kSetValue: {
+        int a = in_.Index(kRoots);
+        uint32_t v = in_.Byte();
+        Trace("root[%d]->value = %u", a, v);
+        if (!roots_[a]) break;
+        roots_[a]->value = v;
+        R(root_m_[a]).value = v;
+        break;
+      }
+      case kMakeWeak: {
+        int w = in_.Index(kWeaks), a = in_.Index(kRoots), cb = in_.Index(4), b = in_.Index(kRoots);
+        Trace("weak[%d] = WeakRef(root[%d]%s)", w, a, CallbackName(cb, b));
+        MakeWeak(w, roots_[a], cb, roots_[b]);
+        Settle();
+        break;
+      }
+      case kDropWeak: {
+        int w = in_.Index(kWeaks);
+        Trace("weak[%d] = {}", w);
+        weaks_[w] = brc::WeakRef<FzObject>();
+        SetWeakModel(w, WeakModel{});
+        Settle();
+        break;
+      }
+      case kLockWeak: {
+        int w = in_.Index(kWeaks), a = in_.Index(kRoots);
+        bool keep = in_.Byte() & 1;
+        Trace("%sweak[%d].Lock()", keep ? "root[x] = " : "", w);
+        brc::Ref<FzObject> got = weaks_[w].Lock();
+        int t = wm_[w].target;
+        bool alive = Lockable(w);
+        FUZZ_CHECK((got != nullptr) == alive, "weak %d (to #%d) Lock() gave %p, model: %s", w, t,
+                   (void*)got.get(), alive ? "alive" : "dead");
+        if (keep) {
+          roots_[a] = std::move(got);
+          root_m_[a] = alive ? t : -1;
+        }
+        got = nullptr;
+        Settle();
+        break;
+      }
+      case kCopyWeak: {
+        int a = in_.Index(kWeaks), b = in_.Index(kWeaks);
+        Trace("weak[%d] = weak[%d] (no callback)", b, a);
+        weaks_[b] = weaks_[a];
+        SetWeakModel(b, WeakModel{wm_[a].target, nullptr, wm_[a].cleared});
+        Settle();
+        break;
+      }
+      case kThrow: {
+        bool tracked = in_.Byte() & 1;
+        int weak_mode = in_.Index(3), w = in_.Index(kWeaks), hold = in_.Index(kRoots);
+        if (!kThrowWeakToSelfEnabled) weak_mode = 0;
+        Trace("Make<%s> throws (weak to this: %s into weak[%d]; holds root[%d])",
+              tracked ? "ThrowNode" : "ThrowLeaf",
+              weak_mode == 0 ? "none" : weak_mode == 1 ? "plain" : "with callback", w, hold);
+        Rec* r = NewRec(tracked);
+        if (r == nullptr) break;
+        r->dead = true;  // never lives
+        ThrowPlan plan;
+        plan.weak_mode = weak_mode;
+        plan.weak_out = &weaks_[w];
+        CbRec* cb = nullptr;
+        if (weak_mode == 2) {
+          cb = &cbs_.emplace_back();
+          plan.callback = [cb] { cb->ran.fetch_add(1, std::memory_order_relaxed); };
+        }
+        if (tracked) plan.hold = roots_[hold];
+        bool threw = false;
+        try {
+          MaybeAutoCollect([&] {
+            if (tracked) {
+              (void)brc::Make<ThrowNode>(r, &plan);
+            } else {
+              (void)brc::Make<ThrowLeaf>(r, &plan);
+            }
+          });
+        } catch (const FuzzThrow&) {
+          threw = true;
+        }
+        FUZZ_CHECK(threw, "the throwing constructor did not throw");
+        plan.hold = nullptr;
+        if (weak_mode != 0) {
+          // A WeakRef to an object whose construction failed: cleared, its callback run once.
+          SetWeakModel(w, WeakModel{r->id, cb, true});
+          if (cb != nullptr) {
+            cb->expected = 1;
+            cb->pending = false;
+          }
+        }
+        Settle();
+        break;
+      }
+      case kCollect: {
+        Trace("Collect()");
+        absl::StatusOr<brc::CollectResult> res = brc::Collect();
+        FUZZ_CHECK(res.ok(), "Collect() failed: %s", res.status().ToString().c_str());
+        brc::Safepoint();
+        Collected c = ModelCollect();
+        CheckCollectResult(*res, c);
+        break;
+      }
+      case kFreeze: {
+        bool freeze = in_.Byte() & 1;
+        Trace(freeze ? "Freeze()" : "Unfreeze()");
+        absl::StatusOr<uint64_t> n = freeze ? brc::Freeze() : brc::Unfreeze();
+        CheckFreeze(freeze, n);
+        break;
+      }
+      case kImmortal: {
+        int a = in_.Index(kRoots);
+        Trace("MakeImmortal(root[%d])", a);
+        if (!roots_[a]) break;
+        brc::MakeImmortal(roots_[a].get());
+        R(root_m_[a]).immortal = true;
+        break;
+      }
+      case kInspect: {
+        int a = in_.Index(kRoots);
+        bool referrers = in_.Byte() & 1;
+        Trace("%s(root[%d])", referrers ? "GetReferrers" : "GetReferents", a);
+        if (!roots_[a]) break;
+        Inspect(a, referrers);
+        break;
+      }
+      case kTakeResurrected: {
+        int a = in_.Index(kRoots);
+        Trace("root[%d] = the last resurrected object", a);
+        if (resurrected_.empty()) break;
+        int id = IdOf(resurrected_.back());
+        auto it = std::find(resurrected_m_.begin(), resurrected_m_.end(), id);
+        FUZZ_CHECK(it != resurrected_m_.end(), "#%d was resurrected, the model says not", id);
+        resurrected_m_.erase(it);
+        roots_[a] = std::move(resurrected_.back());
+        resurrected_.pop_back();
+        root_m_[a] = id;
+        Settle();
+        break;
+      }
+      case kConfig: {
+        uint8_t b = in_.Byte();
+        if (b % 4 == 0) {
+          Trace("DisableCollector()");
+          brc::DisableCollector();
+          auto_collect_ = false;
+          break;
+        }
+        brc::CollectorConfig config;
+        config.threshold = b % 4;  // 1..3 tracked allocations
+        config.ratio = (b / 4) % 2 ? 0.25 : 0.0;
+        config.workers = 1 + (b / 8) % 3;  // > 1: parallel marking (oneTBB) on large heaps
+        Trace("SetCollectorConfig(threshold %llu, ratio %.2f, workers %d); EnableCollector()",
+              (unsigned long long)config.threshold, config.ratio, config.workers);
+        absl::Status st = brc::SetCollectorConfig(config);
+        FUZZ_CHECK(st.ok(), "SetCollectorConfig: %s", st.ToString().c_str());
+        brc::EnableCollector();
+        auto_collect_ = true;
+        // Make the automatic collection come at a chosen tracked Make on each thread, whatever
+        // earlier inputs left in the per-thread allocation counts.
+        int n = 1 + (b >> 5), n2 = 1 + ((b >> 3) & 3);
+        Prime(n);
+        g_helper->Run(Wait::kBlocking, [&] { Prime(n2); });
+        Trace("  (primed: an automatic collection at the %d-th tracked Make here, the %d-th on "
+              "the helper)", n, n2);
+        break;
+      }
+      case kReleaseMemory:
+        Trace("ReleaseFreeMemory()");
+        brc::ReleaseFreeMemory();
+        break;
+
+      // --- the helper ---
+      case kHGive: {
+        int a = in_.Index(kRoots), h = in_.Index(kHelperSlots), how = in_.Index(3);
+        Wait wait = ReadWait(false);
+        Trace("helper slot[%d] = root[%d] (%s, wait %s)", h, a,
+              how == 0 ? "moved" : how == 1 ? "copied here" : "copied there", WaitName(wait));
+        int id = root_m_[a];
+        brc::Ref<FzObject>* src = &roots_[a];
+        if (how == 0) {
+          brc::Ref<FzObject> moved = std::move(roots_[a]);
+          root_m_[a] = -1;
+          g_helper->Run(wait, [&] { g_helper->slot[h] = std::move(moved); });
+        } else if (how == 1) {
+          brc::Ref<FzObject> copy = *src;
+          g_helper->Run(wait, [&] { g_helper->slot[h] = std::move(copy); });
+        } else {
+          g_helper->Run(wait, [&] { g_helper->slot[h] = *src; });
+        }
+        helper_m_[h] = id;
+        Settle();
+        break;
+      }
+      default:
+        HelperStep(op);
+        break;
+    }
+  }
+
+  // Freeze() or Unfreeze() returned n: the model's tracked live objects change state.
+  void CheckFreeze(bool freeze, const absl::StatusOr<uint64_t>& n) {
+    uint64_t expect = 0;
+    for (Rec& r : recs_) {
+      if (!r.dead && r.tracked && r.frozen != freeze) {
+        r.frozen = freeze;
+        ++expect;
+      }
+    }
+    FUZZ_CHECK(n.ok(), "Freeze/Unfreeze failed: %s", n.status().ToString().c_str());
+    FUZZ_CHECK(*n == expect, "%s() returned %llu, model: %llu", freeze ? "Freeze" : "Unfreeze",
+               (unsigned long long)*n, (unsigned long long)expect);
+  }
+
+  void HelperStep(int op);
+  void Inspect(int a, bool referrers);
+  void CheckCollectResult(const brc::CollectResult& res, const Collected& c);
+  void Teardown();
+
+  Reader& in_;
+  std::deque<Rec> recs_;
+  std::deque<CbRec> cbs_;
+  std::array<brc::Ref<FzObject>, kRoots> roots_;
+  std::array<int, kRoots> root_m_{-1, -1, -1, -1, -1, -1, -1, -1};
+  std::array<int, kHelperSlots> helper_m_{-1, -1, -1, -1};
+  std::array<brc::WeakRef<FzObject>, kWeaks> weaks_;
+  std::array<WeakModel, kWeaks> wm_;
+  std::vector<brc::Ref<FzObject>> resurrected_;  // filled by resurrecting finalizers
+  std::vector<int> resurrected_m_;
+  std::vector<int> gc_hold_;  // the model's collector references, during ModelCollect
+  bool auto_collect_ = false;  // automatic collections enabled (kConfig)
+};
+
+
+void Run::HelperStep(int op) {
+  Helper& hp = *g_helper;
+  switch (op) {
+    case kHTake: {
+      int h = in_.Index(kHelperSlots), a = in_.Index(kRoots);
+      bool there = in_.Byte() & 1;
+      Wait wait = ReadWait(false);
+      Trace("root[%d] = helper slot[%d] (moved %s, wait %s)", a, h,
+            there ? "by the helper" : "by this thread", WaitName(wait));
+      if (there) {
+        // The helper also drops what root[a] held before.
+        hp.Run(wait, [&] { roots_[a] = std::move(hp.slot[h]); });
+      } else {
+        roots_[a] = std::move(hp.slot[h]);
+      }
+      root_m_[a] = helper_m_[h];
+      helper_m_[h] = -1;
+      Settle();
+      break;
+    }
+    case kHDrop: {
+      int h = in_.Index(kHelperSlots);
+      uint8_t lock_byte = in_.Byte();
+      Wait wait = ReadWait(false);
+      // Optionally, right after the drop (the dropped object may now sit in this thread's
+      // queue with a count of 0): the helper Lock()s weak[w] into slot h, and/or this thread
+      // Lock()s weak[w2] before its next safepoint.
+      bool helper_lock = kLockNeverRevivesQueued && (lock_byte & 1);
+      bool main_lock = kLockNeverRevivesQueued && (lock_byte & 2);
+      int w = (lock_byte >> 2) % kWeaks, w2 = (lock_byte >> 5) % kWeaks;
+      Trace("helper drops slot[%d]%s (wait %s)%s", h,
+            helper_lock ? ", then Lock()s a weak into it" : "", WaitName(wait),
+            main_lock ? "; then this thread Lock()s a weak before its safepoint" : "");
+      FzObject* helper_got = nullptr;
+      hp.Run(wait, [&] {
+        hp.slot[h] = nullptr;
+        if (helper_lock) {
+          hp.slot[h] = weaks_[w].Lock();
+          helper_got = hp.slot[h].get();
+        }
+      });
+      Trace("  (objects now queued to the fuzz thread: %zu)",
+            g_trace ? brc::testing::QueuedObjectsForTesting(brc::CurrentThreadId()) : 0);
+      helper_m_[h] = -1;
+      Settle();
+      if (helper_lock) {
+        int t = wm_[w].target;
+        bool alive = Lockable(w);
+        FUZZ_CHECK((helper_got != nullptr) == alive,
+                   "helper's weak %d (to #%d) Lock() right after the drop gave %p, model: %s", w,
+                   t, (void*)helper_got, alive ? "alive" : "dead");
+        helper_m_[h] = alive ? t : -1;
+      }
+      if (main_lock) {
+        int t = wm_[w2].target;
+        bool alive = Lockable(w2);
+        brc::Ref<FzObject> got = weaks_[w2].Lock();
+        FUZZ_CHECK((got != nullptr) == alive,
+                   "weak %d (to #%d) Lock() before the safepoint gave %p, model: %s", w2, t,
+                   (void*)got.get(), alive ? "alive" : "dead");
+      }
+      Settle();
+      break;
+    }
+    case kHMake: {
+      int h = in_.Index(kHelperSlots), kind = in_.Index(4);
+      uint32_t v = in_.Byte();
+      Wait wait = ReadWait(auto_collect_ && kind != 0);  // Make may collect: stops the world
+      Trace("helper slot[%d] = Make<%s>(%u) on the helper (wait %s)", h, KindName(kind), v,
+            WaitName(wait));
+      hp.Run(wait, [&] { MakeInto(&hp.slot[h], &helper_m_[h], kind, v); });
+      Settle();
+      break;
+    }
+    case kHLink: {
+      int h = in_.Index(kHelperSlots), k = in_.Index(kChildren), h2 = in_.Index(kHelperSlots);
+      Wait wait = ReadWait(false);
+      int id = helper_m_[h];
+      bool node = id >= 0;
+      Trace("helper: slot[%d]->child[%d] = slot[%d]%s (wait %s)", h, k, h2,
+            node ? "" : " (skipped: empty)", WaitName(wait));
+      if (!node) break;
+      hp.Run(wait, [&] { hp.slot[h]->child[k] = hp.slot[h2]; });
+      R(id).child[k] = helper_m_[h2];
+      Settle();
+      break;
+    }
+    case kHLock: {
+      int w = in_.Index(kWeaks), h = in_.Index(kHelperSlots);
+      Wait wait = ReadWait(false);
+      Trace("helper slot[%d] = weak[%d].Lock() on the helper (wait %s)", h, w, WaitName(wait));
+      FzObject* got = nullptr;
+      hp.Run(wait, [&] {
+        hp.slot[h] = weaks_[w].Lock();
+        got = hp.slot[h].get();
+      });
+      int t = wm_[w].target;
+      bool alive = Lockable(w);
+      FUZZ_CHECK((got != nullptr) == alive, "helper's weak %d (to #%d) Lock() gave %p, model: %s",
+                 w, t, (void*)got, alive ? "alive" : "dead");
+      helper_m_[h] = alive ? t : -1;
+      Settle();
+      break;
+    }
+    case kHCollect: {
+      int what = in_.Index(3);
+      Wait wait = ReadWait(true);
+      static const char* const kWhat[] = {"Collect()", "Freeze()", "Unfreeze()"};
+      Trace("%s on the helper (wait %s)", kWhat[what], WaitName(wait));
+      if (what == 0) {
+        absl::StatusOr<brc::CollectResult> res;
+        hp.Run(wait, [&] { res = brc::Collect(); });
+        FUZZ_CHECK(res.ok(), "Collect() on the helper failed: %s",
+                   res.status().ToString().c_str());
+        brc::Safepoint();
+        Collected c = ModelCollect();
+        CheckCollectResult(*res, c);
+      } else {
+        absl::StatusOr<uint64_t> n;
+        hp.Run(wait, [&] { n = what == 1 ? brc::Freeze() : brc::Unfreeze(); });
+        CheckFreeze(what == 1, n);
+      }
+      break;
+    }
+    case kHCheck: {
+      Wait wait = ReadWait(false);
+      Trace("the helper checks every reference count (wait %s)", WaitName(wait));
+      std::vector<int> count = Counts();
+      std::vector<int64_t> got(recs_.size(), -1);
+      hp.Run(wait, [&] {
+        for (const Rec& r : recs_) {
+          if (r.created && !r.dead) got[r.id] = brc::GetRefCount(r.ptr);
+        }
+      });
+      for (const Rec& r : recs_) {
+        if (!r.created || r.dead) continue;
+        int64_t expect = r.immortal ? brc::kImmortalRefCount : count[r.id];
+        FUZZ_CHECK(got[r.id] == expect, "GetRefCount(#%d) on the helper = %lld, model: %lld",
+                   r.id, (long long)got[r.id], (long long)expect);
+      }
+      break;
+    }
+    case kHWeak: {
+      int w = in_.Index(kWeaks), h = in_.Index(kHelperSlots), cb = in_.Index(4),
+          h2 = in_.Index(kHelperSlots);
+      Wait wait = ReadWait(false);
+      Trace("helper: weak[%d] = WeakRef(slot[%d]%s) (wait %s)", w, h, CallbackName(cb, h2),
+            WaitName(wait));
+      hp.Run(wait, [&] { MakeWeak(w, hp.slot[h], cb, hp.slot[h2]); });
+      Settle();
+      break;
+    }
+    case kHRestart: {
+      Trace("the helper exits (dropping its slots); a new helper starts");
+      delete g_helper;
+      g_helper = new Helper();
+      helper_m_.fill(-1);
+      Settle();
+      break;
+    }
+    default:
+      Fail("unknown operation %d", op);
+  }
+}
+
+void Run::Inspect(int a, bool referrers) {
+  const Rec& r = R(root_m_[a]);
+  std::vector<const brc::Object*> want;
+  std::vector<const brc::Object*> have;
+  if (!referrers) {
+    std::vector<brc::Ref<brc::Object>> got = brc::GetReferents(r.ptr);
+    if (r.tracked) {
+      for (int c : r.child) if (c >= 0) want.push_back(R(c).ptr);
+    }
+    for (const auto& g : got) have.push_back(g.get());
+  } else {
+    std::vector<brc::Ref<brc::Object>> got = brc::GetReferrers(r.ptr);
+    for (const Rec& o : recs_) {
+      if (o.dead || !o.tracked) continue;
+      if (std::find(std::begin(o.child), std::end(o.child), r.id) != std::end(o.child)) {
+        want.push_back(o.ptr);
+      }
+    }
+    for (const auto& g : got) have.push_back(g.get());
+    std::sort(have.begin(), have.end());
+    have.erase(std::unique(have.begin(), have.end()), have.end());
+  }
+  std::sort(want.begin(), want.end());
+  std::sort(have.begin(), have.end());
+  FUZZ_CHECK(have == want, "%s(#%d): %zu objects, model: %zu",
+             referrers ? "GetReferrers" : "GetReferents", r.id, have.size(), want.size());
+}
+
+void Run::CheckCollectResult(const brc::CollectResult& res, const Collected& c) {
+  auto same = [](uint64_t got, uint64_t want, const char* what) {
+    FUZZ_CHECK(got == want, "Collect(): %s %llu, model: %llu", what, (unsigned long long)got,
+               (unsigned long long)want);
+  };
+  same(res.unreachable, c.unreachable, "unreachable");
+  same(res.collected, c.collected, "collected");
+  same(res.resurrected, c.resurrected, "resurrected");
+  same(res.finalized, c.finalized, "finalized");
+  same(res.weak_callbacks, c.callbacks, "weak_callbacks");
+  same(res.uncollectable, 0, "uncollectable");
+  same(res.errors, 0, "errors");
+}
+
+void Run::Teardown() {
+  Trace("-- teardown --");
+  brc::DisableCollector();
+  auto_collect_ = false;
+  g_helper->Run(Wait::kBlocking, [&] {
+    for (auto& s : g_helper->slot) s = nullptr;
+  });
+  helper_m_.fill(-1);
+  Settle();
+  resurrected_.clear();
+  resurrected_m_.clear();
+  Settle();
+  // A callback that holds a reference keeps that object alive until it runs or is cancelled:
+  // cancel those (drop their WeakRefs) so that everything can die.
+  for (int w = 0; w < kWeaks; ++w) {
+    if (wm_[w].cb != nullptr && wm_[w].cb->pending && wm_[w].cb->held >= 0) {
+      weaks_[w] = brc::WeakRef<FzObject>();
+      SetWeakModel(w, WeakModel{});
+      Settle();  // what the cancelled callback held may die now, running other callbacks
+    }
+  }
+  for (auto& r : roots_) r = nullptr;
+  root_m_.fill(-1);
+  Settle();
+  brc::Safepoint();
+  Check("teardown, roots dropped");
+
+  uint64_t frozen = 0;
+  for (Rec& r : recs_) {
+    if (!r.dead && r.frozen) ++frozen;
+    r.frozen = false;
+  }
+  absl::StatusOr<uint64_t> n = brc::Unfreeze();
+  FUZZ_CHECK(n.ok(), "teardown Unfreeze() failed: %s", n.status().ToString().c_str());
+  FUZZ_CHECK(*n == frozen, "teardown Unfreeze() returned %llu, model: %llu",
+             (unsigned long long)*n, (unsigned long long)frozen);
+
+  // Round 0 collects the garbage; immortal objects then drop what they reference, which round 1
+  // collects; objects that finalizers resurrect are dropped before the next round (each object
+  // is finalized once, so they die in the next). Round 3 must find nothing left.
+  for (int round = 0; round < 4; ++round) {
+    resurrected_.clear();
+    resurrected_m_.clear();
+    Settle();
+    absl::StatusOr<brc::CollectResult> res = brc::Collect();
+    FUZZ_CHECK(res.ok(), "teardown Collect() failed: %s", res.status().ToString().c_str());
+    brc::Safepoint();
+    Collected c = ModelCollect();
+    CheckCollectResult(*res, c);
+    Check("teardown, collected");
+    // Immortal objects and leaves (never collected through) drop what they reference.
+    for (Rec& r : recs_) {
+      if (r.dead || (!r.immortal && r.tracked)) continue;
+      // A leaf in a cycle dies as soon as its last child slot lets go: hold it meanwhile.
+      brc::Ref<FzObject> keep = brc::Ref<FzObject>::NewRef(r.ptr);
+      for (int k = 0; k < kChildren; ++k) {
+        r.child[k] = -1;
+        keep->child[k] = nullptr;
+      }
+      keep = nullptr;
+      Settle();
+    }
+    brc::Safepoint();
+    Check("teardown, immortal objects unlinked");
+    // Another round only if the model says something mortal is still alive (each collection
+    // walks the whole collector heap, which BRC_DEBUG's quarantine keeps large).
+    bool left = !resurrected_m_.empty();
+    for (const Rec& r : recs_) left = left || (!r.dead && !r.immortal);
+    if (!left) break;
+  }
+  for (Rec& r : recs_) {
+    if (r.dead) continue;
+    FUZZ_CHECK(r.immortal, "teardown: #%d is alive but not immortal", r.id);
+    brc::testing::FreeImmortalForTesting(r.ptr);
+    Kill(r);
+  }
+  brc::Safepoint();
+  Check("teardown, immortal objects freed");
+  for (int w = 0; w < kWeaks; ++w) {
+    weaks_[w] = brc::WeakRef<FzObject>();
+    SetWeakModel(w, WeakModel{});
+  }
+  for (CbRec& cb : cbs_) {
+    FUZZ_CHECK(cb.ran.load() == cb.expected, "end: a weak callback ran %d times, model says %d",
+               cb.ran.load(), cb.expected);
+  }
+  for (const Rec& r : recs_) {
+    int want = r.created ? 1 : 0;
+    FUZZ_CHECK(r.destroyed.load() == want, "end: #%d destroyed %d times, expected %d", r.id,
+               r.destroyed.load(), want);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+  g_trace = std::getenv("BRC_FUZZ_TRACE") != nullptr;
+  g_stats = std::getenv("BRC_FUZZ_STATS") != nullptr;
+  brc::AttachCurrentThread();  // the fuzz thread stays attached until it exits
+  brc::DisableCollector();     // the model decides when cycles die: explicit Collect() only
+  brc::SetCollectorErrorHandler([](std::string_view message) {
+    Fail("the collector reported an error: %.*s", static_cast<int>(message.size()),
+         message.data());
+  });
+  g_helper = new Helper();
+  std::atexit(StopHelperAtExit);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  Reader in(data, size);
+  {
+    Run run(in);
+    run.Go();
+  }
+  if (g_stats) {
+    brc::CollectorStats cs = brc::GetCollectorStats();
+    std::fprintf(stderr, "brc_fuzz stats: collector pages %llu (stats %llu), leaf pages %llu, "
+                 "tracked %llu, collections %llu\n",
+                 (unsigned long long)brc::testing::CollectorHeapPagesForTesting(),
+                 (unsigned long long)cs.heap_pages,
+                 (unsigned long long)brc::testing::LeafHeapPagesForTesting(),
+                 (unsigned long long)cs.tracked, (unsigned long long)cs.collections);
+  }
+  return 0;
+}
