@@ -555,7 +555,8 @@ bool RunCollectCallbacks(CollectPhase phase, const CollectResult& result, Collec
     return false;
   }
   ContextScope scope(Context::kCallback, nullptr);
-  for (auto& [id, cb] : callbacks) {
+  for (auto& entry : callbacks) {
+    CollectCallback& cb = entry.second;  // (clang 14 cannot capture a structured binding)
     if (!Guarded("a collection callback", nullptr, [&] { cb(phase, result); })) ++out->errors;
   }
   return true;
