@@ -45,6 +45,15 @@ void Unlink(GcHeap& heap, GcPage* p) noexcept {
   p->prev = p->next = nullptr;
 }
 
+void UnlistYoung(GcHeap& heap, GcPage* p) noexcept {
+  if (!p->young) return;
+  if (p->young_prev != nullptr) p->young_prev->young_next = p->young_next; else heap.young = p->young_next;
+  if (p->young_next != nullptr) p->young_next->young_prev = p->young_prev;
+  p->young_prev = p->young_next = nullptr;
+  p->young = false;
+  --heap.young_pages;
+}
+
 // Gives an unlinked page's memory back to the allocator that made it.
 void FreePageMemory(GcPage* p) noexcept {
   Allocator* a = p->allocator;
@@ -55,6 +64,7 @@ void FreePageMemory(GcPage* p) noexcept {
 
 void ReleasePage(GcHeap& heap, GcPage* p) noexcept {
   Unlink(heap, p);
+  UnlistYoung(heap, p);
   --heap.pages;
   FreePageMemory(p);
 }
@@ -68,6 +78,7 @@ void RetirePage(GcHeap& heap, GcPage* p) noexcept {
     return;
   }
   Unlink(heap, p);
+  UnlistYoung(heap, p);
   --heap.pages;
   if (heap.pages + heap.cached_count >= std::max<uint64_t>(kMinCachedPages, heap.high_water)) {
     FreePageMemory(p);
@@ -171,6 +182,32 @@ char* AllocateLarge(GcHeap& heap, std::size_t size, std::size_t align) {
 
 }  // namespace
 
+void ListYoungPage(GcHeap& heap, GcPage* p) noexcept {
+  p->young = true;
+  p->young_prev = nullptr;
+  p->young_next = heap.young;
+  if (heap.young != nullptr) heap.young->young_prev = p;
+  heap.young = p;
+  ++heap.young_pages;
+}
+
+void PromoteYoung(GcHeap& heap) noexcept {
+  ForEachYoungPage(heap, [&](GcPage* p) {
+    bool keep = false;
+    for (uint32_t b = 0; b < p->bump; ++b) {
+      GcWord* w = p->word(b);
+      uint32_t bits = w->bits.load(std::memory_order_relaxed);  // relaxed: world stopped
+      if (!(bits & kGcYoung)) continue;
+      if ((bits & (kGcAllocated | kGcTracked)) == kGcAllocated) {
+        keep = true;  // under construction: examined by the next young collection
+        continue;
+      }
+      w->bits.store(bits & ~kGcYoung, std::memory_order_relaxed);
+    }
+    if (!keep) UnlistYoung(heap, p);
+  });
+}
+
 int GcListFor(std::size_t size, std::size_t align) noexcept {
   if (align > 16) return kGcLarge;
   std::size_t obj_offset = align > 8 ? 16 : 8;
@@ -202,10 +239,11 @@ void* AllocateTracked(std::size_t size, std::size_t align) {
   }
   page = GcPageOf(reinterpret_cast<Object*>(ob));
   ++page->used;
+  if (BRC_UNLIKELY(!page->young)) ListYoungPage(heap, page);
   GcWord* w = GcWordOf(reinterpret_cast<Object*>(ob));
   // Relaxed: see GcWord. The block was free, so nobody else reads or writes this word now.
   w->refs.store(0, std::memory_order_relaxed);
-  w->bits.store(kGcAllocated, std::memory_order_relaxed);
+  w->bits.store(kGcAllocated | kGcYoung, std::memory_order_relaxed);
   BRC_STAT_ALWAYS_INC(allocations);
   return ob;
 }

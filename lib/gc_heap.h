@@ -13,6 +13,15 @@
 // stopped sees exactly the live blocks. Objects above 8 KiB (or aligned above 16) get a page of
 // their own.
 //
+// Young pages: a young collection examines only the objects allocated since the last
+// collection (kGcYoung in their collector word). So that it need not walk the whole heap to
+// find them, each heap keeps a list of the pages it has allocated from since then: the
+// allocation path adds the page when it is not listed yet (a test of a field on the page's
+// header line, which allocation touches anyway; no atomic, no lock), retiring a page unlists
+// it, and the collector, with the world stopped, clears kGcYoung on the listed pages' objects
+// and empties the lists (PromoteYoung). Invariant: every block whose word has kGcYoung lies in
+// a page on its heap's young list.
+//
 // Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
 // thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
 // (reclaims remote frees, returns empty pages). A heap outlives its thread, like the id, and
@@ -82,6 +91,11 @@ struct alignas(64) GcPage {
   // Any thread pushes (CAS, release); the owner or the stopped collector takes the whole list
   // (exchange, acquire: pairs with the pushes, so the freed blocks' writes are visible).
   std::atomic<GcFreeBlock*> remote_free{nullptr};
+  // The heap's young list (see "Young pages"): owner thread only, and the collector while the
+  // world is stopped.
+  GcPage* young_prev = nullptr;
+  GcPage* young_next = nullptr;
+  bool young = false;    // on the young list
   // Large pages only: the link in GcHeap::large_freed, written by the freeing thread before its
   // push.
   GcPage* freed_next = nullptr;
@@ -104,6 +118,8 @@ struct GcHeap {
   GcPage* cached = nullptr;        // empty small pages kept for reuse, linked through `next`
   uint64_t cached_count = 0;
   uint64_t high_water = 0;         // see "Empty pages" above
+  GcPage* young = nullptr;         // pages allocated from since the last collection
+  uint64_t young_pages = 0;
   // Large pages whose object another thread freed: pushed by that thread (CAS, release), taken
   // and released by the owner at its next large allocation or by the stopped collector
   // (exchange, acquire). A per-heap atomic, so a large page is not pinned until a collection.
@@ -198,6 +214,23 @@ uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;
 // high-water marks (brc::ReleaseFreeMemory, and a detaching thread).
 struct ThreadState;
 void SweepOwnHeaps(ThreadState* ts) noexcept;
+
+// Puts `p` on its heap's young list. Owner thread only.
+void ListYoungPage(GcHeap& heap, GcPage* p) noexcept;
+// Calls fn(page) for every page on `heap`'s young list. World stopped (or the heap's owner).
+template <class Fn>
+void ForEachYoungPage(GcHeap& heap, Fn&& fn) {
+  for (GcPage* p = heap.young; p != nullptr;) {
+    GcPage* next = p->young_next;  // fn may unlist p
+    fn(p);
+    p = next;
+  }
+}
+// World stopped: promotes the young objects of `heap` (clears kGcYoung on every constructed
+// one) and empties its young list, except pages that still hold an object under construction
+// (allocated, not yet tracked: a collection that its constructor started), which keep it
+// young. No allocation.
+void PromoteYoung(GcHeap& heap) noexcept;
 
 // Hook into the collector (lib/collector.cc), called by the allocating thread every
 // kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.

@@ -295,7 +295,7 @@ uint64_t Alloc(const Options& o) {
   if (!brc::SetAllocator(&failing).ok()) {
     Payload::Fail("alloc: could not install the failing allocator (objects still alive)");
   }
-  (void)brc::SetCollectorConfig({200, 0.25, 2});
+  (void)brc::SetCollectorConfig({.young_threshold = 200, .workers = 2});
   std::mt19937_64 seed_rng(o.seed * 4000);
   uint64_t push_failures_before = brc::GetStats().queue_push_failures;
   failing.Arm(50 + seed_rng() % 50);  // every 50th..99th allocation fails

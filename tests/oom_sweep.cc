@@ -1847,8 +1847,8 @@ int main(int argc, char** argv) {
   }
   // Automatic collections as often as brc allows (every 64 tracked allocations per thread).
   brc::CollectorConfig config;
-  config.threshold = 1;
-  config.ratio = 0;
+  config.young_threshold = 1;
+  config.full_ratio = 0;
   (void)brc::SetCollectorConfig(config);
   brc::SetCollectorErrorHandler([](std::string_view) {
     g_collector_errors.fetch_add(1, std::memory_order_relaxed);

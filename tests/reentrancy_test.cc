@@ -673,7 +673,7 @@ void DriveCollectOther(const std::function<void()>& make_garbage) {
 
 // Makes tracked allocations until an automatic collection has run the hook.
 void DriveAutoCollect() {
-  Check(brc::SetCollectorConfig({.threshold = 1, .ratio = 0, .workers = 1}).ok(),
+  Check(brc::SetCollectorConfig({.young_threshold = 1, .full_ratio = 0, .workers = 1}).ok(),
         "SetCollectorConfig for an automatic collection");
   brc::EnableCollector();
   for (int i = 0; i < 64 * 20 && g->fired.load() == 0; ++i) brc::Ref<Node> n = brc::Make<Node>();

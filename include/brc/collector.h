@@ -23,9 +23,22 @@
 // exception they throw is caught and reported (brc::SetCollectorErrorHandler) and the collection
 // goes on.
 //
-// Automatic collections run inside brc::Make of a tracked type once the tracked allocations
-// since the last collection reach both `threshold` and `ratio` times the tracked objects that
-// survived it, so the work per allocation stays bounded however large the heap grows.
+// Young and full collections. Reference counts already include every reference from an old
+// object to a young one, so a collection may examine only part of the heap: a *young*
+// collection examines only the tracked objects allocated since the previous collection (the
+// young set); a reference into the set from anything outside it, an older object included,
+// makes its target a root, exactly like a reference from a stack. Garbage cycles entirely
+// inside the young set are collected as by a full collection; the survivors are promoted
+// (old from then on). A *full* collection examines every tracked object, so it also finds
+// cycles that reach into old objects. No write barrier is needed, and finding the young set
+// costs neither a walk of the heap nor an atomic on allocation (lib/gc_heap.h, "Young pages").
+//
+// Automatic collections run inside brc::Make of a tracked type once `young_threshold` tracked
+// objects were allocated since the last collection. Each is a young collection, unless the
+// objects promoted since the last full collection reach `full_ratio` times the objects that
+// survived it: then it is a full one (CPython's rule). A young collection costs about the
+// young set; full collections come each time the old heap grew by `full_ratio`, so the total
+// work stays linear in the number of allocations however large the heap grows.
 #ifndef BRC_COLLECTOR_H_
 #define BRC_COLLECTOR_H_
 
@@ -44,8 +57,13 @@
 
 namespace brc {
 
+// Which objects a collection examined (see above).
+enum class CollectKind { kYoung, kFull };
+
 struct CollectResult {
+  CollectKind kind = CollectKind::kFull;
   uint64_t scanned = 0;        // tracked objects examined (frozen ones are not)
+  uint64_t promoted = 0;       // young: the survivors, old from now on (0 for a full one)
   uint64_t unreachable = 0;    // found unreachable by the first pass
   uint64_t resurrected = 0;    // made reachable again by a finalizer; not cleared, not freed
   uint64_t collected = 0;      // unreachable objects cleared and freed by this collection
@@ -69,17 +87,27 @@ struct CollectResult {
 // Called while another thread is collecting, it waits for that collection to end (as if
 // blocked, delaying nobody) and then runs its own.
 absl::StatusOr<CollectResult> Collect();
+// Runs a young collection: examines only the tracked objects allocated since the previous
+// collection (of either kind) and promotes the survivors. Same errors as Collect().
+absl::StatusOr<CollectResult> CollectYoung();
 
 struct CollectorConfig {
-  // Automatic collection runs when the tracked allocations since the last collection reach
-  // `threshold` and also `ratio` x the tracked objects alive after the last collection.
-  uint64_t threshold = 2000;
-  double ratio = 0.25;
+  // An automatic collection runs when `young_threshold` tracked objects were allocated since
+  // the last collection.
+  uint64_t young_threshold = 2000;
+  // It is a full collection when the objects promoted since the last full one reach
+  // `full_ratio` x the tracked objects that survived that one; otherwise a young one. With
+  // `generational` false every automatic collection is full, and the next one waits for
+  // max(young_threshold, full_ratio x the survivors) allocations (brc's schedule before young
+  // collections: the same linear bound, with each collection examining the whole heap).
+  double full_ratio = 0.25;
+  bool generational = true;
   // Marking threads while the world is stopped: 1 marks on the collecting thread; more use a
   // oneTBB arena of that many threads. Small heaps are always marked serially.
   int workers = 1;
 };
-// Errors (InvalidArgument): threshold 0, a negative or non-finite ratio, workers < 1 or > 256.
+// Errors (InvalidArgument): young_threshold 0 or above 2^40, a full_ratio that is negative,
+// not finite or above 1e6, workers < 1 or > 256.
 absl::Status SetCollectorConfig(const CollectorConfig& config);
 CollectorConfig GetCollectorConfig();
 
@@ -119,19 +147,28 @@ std::vector<Ref<Object>> GetReferrers(const Object* ob);
 inline constexpr int kPauseBuckets = 24;
 
 struct CollectorStats {
-  uint64_t collections = 0;
+  uint64_t collections = 0;        // young + full
+  uint64_t young_collections = 0;
+  uint64_t full_collections = 0;
   uint64_t automatic_collections = 0;
   uint64_t collected = 0;
   uint64_t uncollectable = 0;
   uint64_t resurrected = 0;
   uint64_t finalized = 0;
   uint64_t errors = 0;
-  uint64_t tracked = 0;            // tracked objects alive after the last collection
+  uint64_t promoted = 0;           // young survivors promoted, all collections
+  // Tracked objects alive after the last full collection plus those promoted since (old
+  // objects freed by counting since are not subtracted: an upper bound).
+  uint64_t tracked = 0;
   uint64_t frozen = 0;             // objects frozen now
   uint64_t heap_pages = 0;         // pages of the collector's heap
   absl::Duration total_stopped;    // all collections' stopped time
   absl::Duration max_pause;        // the longest single stop
-  std::array<uint64_t, kPauseBuckets> pause_histogram{};
+  absl::Duration young_stopped;    // stopped time of young collections
+  absl::Duration young_max_pause;  // their longest stop
+  absl::Duration full_stopped;     // stopped time of full collections
+  absl::Duration full_max_pause;   // their longest stop
+  std::array<uint64_t, kPauseBuckets> pause_histogram{};  // both kinds
 };
 CollectorStats GetCollectorStats();
 

@@ -247,6 +247,7 @@ struct Rec {
   bool has_finalizer = false;  // an FNode
   bool resurrect = false;      // its finalizer resurrects it
   bool finalized = false;      // the model says Finalize() has run
+  bool young = true;           // allocated since the last collection (and not frozen since)
   int expect_clears = 0;       // the model's count of Clear() calls (0 or 1)
   uint32_t value = 0;
   FzObject* ptr = nullptr;  // dereferenced only while the model says it is alive
@@ -432,6 +433,7 @@ class Run {
     kInspect, kReleaseMemory,
     kTakeResurrected, kConfig,
     kHGive, kHTake, kHDrop, kHMake, kHLink, kHLock, kHCollect, kHRestart, kHWeak, kHCheck,
+    kCollectYoung,
     kNumOps
   };
 
@@ -511,7 +513,9 @@ class Run {
   // helper slot, resurrection list entry, pending callback's reference, immortal or frozen
   // object (frozen objects are not scanned: what they reference counts as referenced from
   // outside).
-  std::vector<int> Unreachable() {
+  // With `young`, a young collection's view: only young tracked objects can be garbage, and
+  // every old object is a root (its references are in the counts, not traced).
+  std::vector<int> Unreachable(bool young = false) {
     std::vector<bool> reached(recs_.size(), false);
     std::vector<int> stack;
     auto push = [&](int id) {
@@ -526,7 +530,7 @@ class Run {
     for (const CbRec& cb : cbs_) if (cb.pending) push(cb.held);
     for (const Rec& r : recs_) {
       if (r.dead) continue;
-      if (r.immortal || r.frozen) push(r.id);
+      if (r.immortal || r.frozen || (young && !r.young)) push(r.id);
       if (!r.tracked) {
         for (int c : r.child) push(c);  // a leaf's references are not traced: from outside
       }
@@ -538,7 +542,7 @@ class Run {
     }
     std::vector<int> garbage;
     for (const Rec& r : recs_) {
-      if (!r.dead && r.tracked && !reached[r.id]) garbage.push_back(r.id);
+      if (!r.dead && r.tracked && !reached[r.id] && (!young || r.young)) garbage.push_back(r.id);
     }
     return garbage;
   }
@@ -555,9 +559,14 @@ class Run {
     uint64_t resurrected = 0;
     uint64_t collected = 0;
   };
-  Collected ModelCollect() {
+  Collected ModelCollect(bool young = false) {
     Collected c;
-    std::vector<int> garbage = Unreachable();
+    std::vector<int> garbage = Unreachable(young);
+    // Promotion, in the same stop: whatever exists now is old (garbage included: what is
+    // resurrected stays old).
+    for (Rec& r : recs_) {
+      if (!r.dead) r.young = false;
+    }
     c.unreachable = garbage.size();
     gc_hold_ = garbage;
     for (int id : garbage) c.callbacks += ClearWeakRefsTo(id);
@@ -570,7 +579,7 @@ class Run {
       if (r.resurrect) resurrected_m_.push_back(id);
     }
     if (c.finalized > 0) {
-      std::vector<int> still = Unreachable();
+      std::vector<int> still = Unreachable(/*young=*/false);
       std::vector<int> kept;
       for (int id : garbage) {
         if (std::find(still.begin(), still.end(), id) != still.end()) kept.push_back(id);
@@ -749,8 +758,9 @@ class Run {
                "Make ran %llu collections (%llu automatic), expected one automatic",
                (unsigned long long)(after.collections - before.collections),
                (unsigned long long)(after.automatic_collections - before.automatic_collections));
-    Trace("  (an automatic collection ran inside Make)");
-    Collected c = ModelCollect();
+    bool young = after.young_collections != before.young_collections;
+    Trace("  (an automatic %s collection ran inside Make)", young ? "young" : "full");
+    Collected c = ModelCollect(young);
     auto same = [](uint64_t got, uint64_t want, const char* what) {
       FUZZ_CHECK(got == want, "automatic collection: %s %llu, model: %llu", what,
                  (unsigned long long)got, (unsigned long long)want);
@@ -982,12 +992,16 @@ class Run {
         Settle();
         break;
       }
-      case kCollect: {
-        Trace("Collect()");
-        absl::StatusOr<brc::CollectResult> res = brc::Collect();
+      case kCollect:
+      case kCollectYoung: {
+        bool young = op == kCollectYoung;
+        Trace(young ? "CollectYoung()" : "Collect()");
+        absl::StatusOr<brc::CollectResult> res = young ? brc::CollectYoung() : brc::Collect();
         FUZZ_CHECK(res.ok(), "Collect() failed: %s", res.status().ToString().c_str());
+        FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
+                   "CollectResult::kind is not the kind asked for");
         brc::Safepoint();
-        Collected c = ModelCollect();
+        Collected c = ModelCollect(young);
         CheckCollectResult(*res, c);
         break;
       }
@@ -1037,11 +1051,14 @@ class Run {
           break;
         }
         brc::CollectorConfig config;
-        config.threshold = b % 4;  // 1..3 tracked allocations
-        config.ratio = (b / 4) % 2 ? 0.25 : 0.0;
+        config.young_threshold = b % 4;  // 1..3 tracked allocations
+        config.full_ratio = (b / 4) % 2 ? 0.25 : 0.0;  // 0: every automatic collection is full
+        config.generational = (b & 0x80) == 0;
         config.workers = 1 + (b / 8) % 3;  // > 1: parallel marking (oneTBB) on large heaps
-        Trace("SetCollectorConfig(threshold %llu, ratio %.2f, workers %d); EnableCollector()",
-              (unsigned long long)config.threshold, config.ratio, config.workers);
+        Trace("SetCollectorConfig(young_threshold %llu, full_ratio %.2f, generational %d, workers "
+              "%d); EnableCollector()",
+              (unsigned long long)config.young_threshold, config.full_ratio,
+              int(config.generational), config.workers);
         absl::Status st = brc::SetCollectorConfig(config);
         FUZZ_CHECK(st.ok(), "SetCollectorConfig: %s", st.ToString().c_str());
         brc::EnableCollector();
@@ -1094,6 +1111,7 @@ class Run {
     for (Rec& r : recs_) {
       if (!r.dead && r.tracked && r.frozen != freeze) {
         r.frozen = freeze;
+        r.young = false;  // Freeze promotes; Unfreeze leaves them old
         ++expect;
       }
     }

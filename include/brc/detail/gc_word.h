@@ -24,6 +24,8 @@ namespace brc::detail {
 enum GcBit : uint32_t {
   kGcAllocated = 1u << 0,  // the heap block holds an object (set at allocation, 0 when free)
   kGcTracked = 1u << 1,    // constructed and not yet being destroyed: the collector traces it
+  kGcYoung = 1u << 2,      // allocated since the last collection (set at allocation, cleared by
+                           // the collection that promotes it; lib/gc_heap.h, "Young pages")
   kGcGarbage = 1u << 3,    // in the running collection's garbage set
   kGcFinalized = 1u << 4,  // Finalize() has run; sticky, so it never runs twice
   kGcFrozen = 1u << 5,     // excluded from collections by brc::Freeze()
