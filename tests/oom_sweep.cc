@@ -646,6 +646,7 @@ void TryStatus(const char* what, StatusOrT (*fn)()) {
 }
 
 void DoCollect() { TryStatus("brc::Collect", &brc::Collect); }
+void DoCollectYoung() { TryStatus("brc::CollectYoung", &brc::CollectYoung); }
 
 // A WeakRef with a callback in `slot`. If making it fails, it is made again: a failed WeakRef
 // must leave the weak table able to make the next one (issue 10, defect 6).
@@ -931,6 +932,24 @@ void StepBlockedOwner() {
 // A collection with garbage of every tracked type: finalizers that resurrect, throw and
 // allocate, weak callbacks on garbage, a cycle through an object another thread owns, and a
 // collection callback. Then the resurrected object is dropped and collected.
+// A young collection: young garbage (a cycle with a finalizer that allocates and a weak
+// reference with a callback), and a young node held by an older one, which must survive.
+void StepCollectYoung() {
+  Ref<Node> holder = TryMake<Node>("Make<Node>");
+  DoCollect();  // holder is old now
+  {
+    Ref<Node> y1 = TryMake<Node>("Make<Node>", kAllocateInFinalize);
+    Ref<Node> y2 = TryMake<Node>("Make<Node>");
+    Link(y1, 0, y2);
+    Link(y2, 0, y1);
+    MakeWeak(29, y1, kCbAllocate);
+    Ref<Node> kept = TryMake<Node>("Make<Node>");
+    Link(holder, 0, kept);
+  }
+  DoCollectYoung();
+  DoCollectYoung();  // the promoted survivors: nothing to examine
+}
+
 void StepCollect() {
   struct OnCollect {
     void* state[6] = {};
@@ -1178,6 +1197,7 @@ StepDef g_steps[] = {
     {"auto-collect", StepAutoCollect, false},
     {"queue", StepQueue, false},
     {"blocked-owner", StepBlockedOwner, false},
+    {"collect-young", StepCollectYoung, false},
     {"collect", StepCollect, false},
     {"stop-the-world", StepStopTheWorld, false},
     {"freeze", StepFreeze, false},

@@ -64,7 +64,7 @@ enum class Call {
   kThreadScope,       // a nested brc::ThreadScope
   kBlockingScope,     // a brc::BlockingScope
   kSafepoint,         // brc::Safepoint()
-  kCollect,           // brc::Collect() with a fresh garbage cycle to find
+  kCollect,           // brc::CollectYoung(), then brc::Collect(), each with a fresh cycle to find
   kStopTheWorld,      // brc::StopTheWorld
   kSetAllocator,      // brc::SetAllocator (some object is always alive: must refuse)
   kReleaseFreeMemory, // brc::ReleaseFreeMemory()
@@ -420,19 +420,23 @@ void RunCall(brc::Object* self) {
       break;
     }
     case Call::kCollect: {
-      {
-        brc::Ref<Node> a = brc::Make<Node>();
-        brc::Ref<Node> b = brc::Make<Node>();
-        a->next = b;
-        b->next = a;
-      }
-      absl::StatusOr<brc::CollectResult> r = brc::Collect();
-      CheckStatus(r.status());
-      if (r.ok()) {
-        Check(r->unreachable == 2 && r->collected == 2,
-              "Collect() found and freed exactly the fresh garbage cycle (unreachable " +
-                  std::to_string(r->unreachable) + ", collected " + std::to_string(r->collected) +
-                  ")");
+      // Both kinds: the fresh cycle is young, so a young collection finds it as well.
+      for (bool young : {true, false}) {
+        {
+          brc::Ref<Node> a = brc::Make<Node>();
+          brc::Ref<Node> b = brc::Make<Node>();
+          a->next = b;
+          b->next = a;
+        }
+        absl::StatusOr<brc::CollectResult> r = young ? brc::CollectYoung() : brc::Collect();
+        CheckStatus(r.status());
+        if (r.ok()) {
+          std::string what = young ? "CollectYoung()" : "Collect()";
+          Check(r->unreachable == 2 && r->collected == 2,
+                what + " found and freed exactly the fresh garbage cycle (unreachable " +
+                    std::to_string(r->unreachable) + ", collected " +
+                    std::to_string(r->collected) + ")");
+        }
       }
       break;
     }
