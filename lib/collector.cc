@@ -114,9 +114,8 @@ bool FindGarbage(Collection& c) {
       if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
         ClearWeakSlotOf(ob, &c.weak_callbacks);
       }
-      GcWord* w = GcWordOf(ob);
-      if (ob->type_info()->gc->finalize != nullptr && !w->Has(kGcFinalized)) {
-        w->Set(kGcFinalized);
+      if (ob->type_info()->gc->finalize != nullptr && !(GcFlagsOf(ob) & kGcFinalized)) {
+        GcSetBits(ob, kGcFinalized, 0);  // world stopped
         c.to_finalize.push_back(ob);
       }
     };
@@ -174,15 +173,13 @@ void CheckResurrection(Collection& c) {
     try {
       FindResurrected(garbage);
       auto keep = std::partition(garbage.begin(), garbage.end(),
-                                 [](Object* ob) { return GcWordOf(ob)->Has(kGcGarbage); });
+                                 [](Object* ob) { return (GcFlagsOf(ob) & kGcGarbage) != 0; });
       c.resurrected.assign(keep, garbage.end());
       garbage.erase(keep, garbage.end());
     } catch (const std::bad_alloc&) {
-      // Out of memory: nothing can be proven garbage now, so all of it survives.
-      for (Object* ob : garbage) {
-        GcWordOf(ob)->refs.store(0, std::memory_order_relaxed);
-        GcWordOf(ob)->Unset(kGcGarbage);
-      }
+      // Out of memory: nothing can be proven garbage now, so all of it survives (the owners
+      // are back: FindResurrected restores them however it ends).
+      for (Object* ob : garbage) GcSetBits(ob, 0, kGcGarbage);
       c.resurrected.swap(garbage);
       garbage.clear();
       check_failed = true;
@@ -225,8 +222,9 @@ void ClearAndRelease(Collection& c) {
   DrainQueue(c.self);
   for (Object* ob : garbage) {
     if (Rc::RefCount(ob) > 1) ++c.result.uncollectable;
-    // The collector still holds a reference, so nobody else writes the word now.
-    GcWordOf(ob)->Unset(kGcGarbage);
+    // fetch_and: the world runs, and a thread holding a reference to an uncollectable
+    // member may set an object flag (a new WeakRef) meanwhile.
+    GcFlags(ob).fetch_and(~kGcGarbage, std::memory_order_relaxed);
     Rc::DecRef(ob);
   }
   c.result.collected = garbage.size() - c.result.uncollectable;

@@ -16,8 +16,7 @@ namespace brc {
 namespace {
 
 // Stops the world under the collection lock and applies fn to every tracked object.
-absl::StatusOr<uint64_t> ForAllTracked(const char* what,
-                                       absl::FunctionRef<bool(Object*, detail::GcWord*)> fn) {
+absl::StatusOr<uint64_t> ForAllTracked(const char* what, absl::FunctionRef<bool(Object*)> fn) {
   if (absl::Status s = detail::CheckCanCollect(what); !s.ok()) return s;
   detail::ThreadState* self = detail::t_state;
   detail::LockCollection(self);
@@ -30,8 +29,8 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what,
     detail::ForEachThreadState([&](detail::ThreadState* ts) {
       detail::ForEachPage(ts->heap, [&](detail::GcPage* p) {
         for (uint32_t b = 0; b < p->bump; ++b) {
-          detail::GcWord* w = p->word(b);
-          if (w->Has(detail::kGcTracked) && fn(p->object(b), w)) ++n;
+          Object* ob = p->object(b);
+          if ((detail::GcFlagsOf(ob) & detail::kGcTracked) && fn(ob)) ++n;
         }
       });
     });
@@ -42,11 +41,10 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what,
 }  // namespace
 
 absl::StatusOr<uint64_t> Freeze() {
-  auto n = ForAllTracked("brc::Freeze", [](Object*, detail::GcWord* w) {
-    if (w->Has(detail::kGcFrozen)) return false;
-    // Frozen objects are in no collection's candidates; unfrozen, they are old.
-    w->Unset(detail::kGcYoung);
-    w->Set(detail::kGcFrozen);
+  auto n = ForAllTracked("brc::Freeze", [](Object* ob) {
+    if (detail::GcFlagsOf(ob) & detail::kGcFrozen) return false;
+    // Frozen objects are in no collection's candidates; unfrozen, they are old. World stopped.
+    detail::GcSetBits(ob, detail::kGcFrozen, detail::kGcYoung);
     return true;
   });
   if (n.ok()) {
@@ -61,9 +59,9 @@ absl::StatusOr<uint64_t> Freeze() {
 }
 
 absl::StatusOr<uint64_t> Unfreeze() {
-  auto n = ForAllTracked("brc::Unfreeze", [](Object*, detail::GcWord* w) {
-    if (!w->Has(detail::kGcFrozen)) return false;
-    w->Unset(detail::kGcFrozen);
+  auto n = ForAllTracked("brc::Unfreeze", [](Object* ob) {
+    if (!(detail::GcFlagsOf(ob) & detail::kGcFrozen)) return false;
+    detail::GcSetBits(ob, 0, detail::kGcFrozen);  // world stopped
     return true;
   });
   if (n.ok()) {
@@ -78,7 +76,7 @@ absl::StatusOr<uint64_t> Unfreeze() {
 
 bool IsTracked(const Object* ob) noexcept {
   const TypeInfo* type = ob->type_info();
-  return type != nullptr && type->gc != nullptr && detail::GcWordOf(ob)->Has(detail::kGcTracked);
+  return type != nullptr && type->gc != nullptr && (detail::GcFlagsOf(ob) & detail::kGcTracked);
 }
 
 namespace {
@@ -143,11 +141,11 @@ std::vector<Ref<Object>> GetReferrers(const Object* target) {
     detail::PageList pages = detail::CollectPages();
     for (detail::GcPage* p : pages) {
       for (uint32_t b = 0; b < p->bump; ++b) {
-        detail::GcWord* w = p->word(b);
+        Object* ob = p->object(b);
+        uint32_t bits = detail::GcFlagsOf(ob);
         // Members of a running collection's garbage set are about to be cleared: never hand
         // one out.
-        if (!w->Has(detail::kGcTracked) || w->Has(detail::kGcGarbage)) continue;
-        Object* ob = p->object(b);
+        if (!(bits & detail::kGcTracked) || (bits & detail::kGcGarbage)) continue;
         FindVisitor v(target);
         detail::TraceObject(ob, v);
         // A new reference while the world is stopped: the referrer cannot be freed meanwhile.

@@ -3,13 +3,15 @@
 //
 // The candidates are the tracked, unfrozen objects a collection examines: all of them in a
 // full collection, only the young ones (kGcYoung) in a young collection. On the candidates:
-//  1. Count: trace each candidate and count, in the target's collector word (refs), the
-//     references it receives from other candidates.
-//  2. Mark: a candidate whose reference count exceeds its internal count is referenced from
+//  0. Zero each candidate's scratch count (the owner half of its header, brc/detail/gc_word.h).
+//  1. Count: trace each candidate and count, in the target's scratch, the references it
+//     receives from other candidates.
+//  2. Mark: put the owner back; a candidate whose reference count exceeds its internal count
+//     is referenced from
 //     outside the candidates (a stack, a global, an untracked object, another thread, or, in a
 //     young collection, an old object): it is a root. Everything reachable from a root through
-//     candidates gets this collection's epoch in its word. Reaching a non-candidate (an old
-//     object in a young collection) stops there: its word is read, never written.
+//     candidates gets this collection's epoch in its flags. Reaching a non-candidate (an old
+//     object in a young collection) stops there: its header is read, never written.
 //  3. Collect: the candidates without the epoch are garbage; only when there are any.
 // Then, in the same stop, promotion: the young objects of every heap lose kGcYoung (the
 // survivors are old now; the garbage set is freed or, if resurrected, old as well).
@@ -48,11 +50,48 @@ inline bool IsCandidate(uint32_t bits, uint32_t young_bit) noexcept {
   return (bits & (kGcTracked | kGcFrozen | young_bit)) == (kGcTracked | young_bit);
 }
 
-// Whether a reference leads to a candidate. kFlagGcHeap first, because only objects of
-// tracked types have a collector word to read.
+// Whether a reference leads to a candidate (leaf objects never have kGcTracked).
 inline bool Collectable(const Object* ob) noexcept {
-  if (!(Rc::flags(ob).load(std::memory_order_relaxed) & kFlagGcHeap)) return false;
-  return IsCandidate(GcWordOf(ob)->bits.load(std::memory_order_relaxed), g_young_bit);
+  return IsCandidate(GcFlagsOf(ob), g_young_bit);
+}
+
+// ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
+
+// The owner of a tracked object outside a collection: none when its count is merged, else the
+// thread whose heap holds it.
+inline uint32_t OwnerFor(const Object* ob) noexcept {
+  int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
+  return (shared & kStateMask) == kStateMerged ? kNoOwner : GcPageOf(ob)->heap->tid;
+}
+inline uint32_t Scratch(const Object* ob) noexcept { return Rc::Owner(ob); }
+// Relaxed whole-word stores: the world is stopped and only the collector writes the word.
+inline void SetScratch(Object* ob, uint32_t value) noexcept {
+  Rc::SetBiased(ob, value, Rc::Local(ob));
+}
+inline void RestoreOwner(Object* ob) noexcept { SetScratch(ob, OwnerFor(ob)); }
+// Counts one more reference in the scratch, which cannot carry into the local half: an object
+// with 2^32 references from other tracked objects would need 128 GiB of them.
+template <bool kParallel>
+inline void AddScratch(Object* ob) noexcept {
+  if constexpr (kParallel) {
+    // Relaxed: the counts are read only after the pass ends (ParallelFor's join orders it).
+    Rc::biased(ob).fetch_add(1, std::memory_order_relaxed);
+  } else {
+    SetScratch(ob, Scratch(ob) + 1);
+  }
+}
+
+// Zeroes the scratch of a candidate. Under BRC_DEBUG, first checks that the owner can be put
+// back as gc_word.h says (a violation would hand the object to the wrong thread).
+inline void ZeroScratch(Object* ob) noexcept {
+#ifdef BRC_DEBUG
+  if (BRC_UNLIKELY(Rc::Owner(ob) != OwnerFor(ob))) {
+    ReportMisuse(ob, "internal error: a tracked object's owner is neither the thread of its heap "
+                     "page nor, when its count is merged, none: the collector could not restore "
+                     "it");
+  }
+#endif
+  SetScratch(ob, 0);
 }
 
 inline bool MarkedIn(uint32_t bits, uint32_t epoch) noexcept {
@@ -67,10 +106,10 @@ void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end,
     GcPage* p = pages[i];
     uint32_t n = p->bump;
     for (uint32_t b = 0; b < n; ++b) {
-      GcWord* w = p->word(b);
-      uint32_t bits = w->bits.load(std::memory_order_relaxed);
+      Object* ob = p->object(b);
+      uint32_t bits = GcFlagsOf(ob);
       if (!IsCandidate(bits, young_bit)) continue;
-      fn(p->object(b), w, bits);
+      fn(ob, bits);
     }
   }
 }
@@ -83,32 +122,26 @@ class CountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (!Collectable(r)) return;
-    GcWord* w = GcWordOf(r);
-    if constexpr (kParallel) {
-      // Relaxed: the counts are read only after the pass ends (ParallelFor's join orders it).
-      w->refs.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      w->refs.store(w->refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    }
+    if (Collectable(r)) AddScratch<kParallel>(r);
   }
 };
 
 // Marks `w` reachable in this collection; true if this call did it (and must trace it).
 template <bool kParallel>
-inline bool Claim(GcWord* w, uint32_t epoch) noexcept {
-  uint32_t bits = w->bits.load(std::memory_order_relaxed);
+inline bool Claim(Object* ob, uint32_t epoch) noexcept {
+  std::atomic<uint32_t>& f = GcFlags(ob);
+  uint32_t bits = f.load(std::memory_order_relaxed);
   if constexpr (kParallel) {
     while (!MarkedIn(bits, epoch)) {
       uint32_t marked = (bits & kGcFlagMask) | (epoch << kGcEpochShift);
       // Relaxed on success and failure: only the epoch field is contended during marking,
       // and the CAS only picks one claimant; ParallelFor's join publishes the marks.
-      if (w->bits.compare_exchange_weak(bits, marked, std::memory_order_relaxed)) return true;
+      if (f.compare_exchange_weak(bits, marked, std::memory_order_relaxed)) return true;
     }
     return false;
   } else {
     if (MarkedIn(bits, epoch)) return false;
-    w->bits.store((bits & kGcFlagMask) | (epoch << kGcEpochShift), std::memory_order_relaxed);
+    f.store((bits & kGcFlagMask) | (epoch << kGcEpochShift), std::memory_order_relaxed);
     return true;
   }
 }
@@ -134,7 +167,7 @@ class MarkVisitor final : public Visitor {
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
     auto* me = static_cast<MarkVisitor*>(self);
-    if (!Collectable(r) || !Claim<kParallel>(GcWordOf(r), me->epoch_)) return;
+    if (!Collectable(r) || !Claim<kParallel>(r, me->epoch_)) return;
     ++me->marked;
     me->stack_->push_back(r);
   }
@@ -174,18 +207,21 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   }
   constexpr std::size_t kGrain = 4;  // pages per chunk
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) { ZeroScratch(ob); });
+  });
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
     CountVisitor<kParallel> v;
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord*, uint32_t) { TraceObject(ob, v); });
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) { TraceObject(ob, v); });
   });
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     MarkVisitor<kParallel> v(&me.stack, epoch);
     uint64_t scanned = 0;
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t) {
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
       ++scanned;
+      int64_t internal = Scratch(ob);
+      RestoreOwner(ob);  // the scratch's last use in this collection
       int64_t count = Rc::RefCount(ob);
-      int64_t internal = w->refs.load(std::memory_order_relaxed);
-      w->refs.store(0, std::memory_order_relaxed);  // its last use in this collection
       // Checked for every object, marked already or not: a Trace that over-reports would
       // otherwise let the collector free an object that is still referenced.
       if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
@@ -193,7 +229,7 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
       // further up its stack, or the queue could not be merged here). It is no garbage, and
       // what it references stays alive until its destructor runs: treat it as a root, so that
       // none of that is cleared.
-      if ((count > internal || count == 0) && Claim<kParallel>(w, epoch)) v.MarkFrom(ob);
+      if ((count > internal || count == 0) && Claim<kParallel>(ob, epoch)) v.MarkFrom(ob);
     });
     me.marked += v.marked;
     me.scanned += scanned;
@@ -217,9 +253,9 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   }
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    ForEachCandidate(pages, b, e, [&](Object* ob, GcWord* w, uint32_t bits) {
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t bits) {
       if (MarkedIn(bits, epoch)) return;
-      w->bits.store(bits | kGcGarbage, std::memory_order_relaxed);
+      GcFlags(ob).store(bits | kGcGarbage, std::memory_order_relaxed);  // world stopped
       me.garbage.push_back(ob);
       if constexpr (!kParallel) take(ob);
     });
@@ -256,9 +292,9 @@ MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
 
 void ResetScratch(const PageList& pages, bool young) noexcept {
   g_young_bit = young ? uint32_t{kGcYoung} : 0u;
-  ForEachCandidate(pages, 0, pages.size(), [](Object*, GcWord* w, uint32_t bits) {
-    w->refs.store(0, std::memory_order_relaxed);
-    w->bits.store(bits & ~kGcGarbage, std::memory_order_relaxed);
+  ForEachCandidate(pages, 0, pages.size(), [](Object* ob, uint32_t bits) {
+    RestoreOwner(ob);  // idempotent: right whether or not its scratch was in use
+    GcFlags(ob).store(bits & ~kGcGarbage, std::memory_order_relaxed);
   });
 }
 
@@ -269,9 +305,8 @@ uint32_t NextEpoch() noexcept {
   ForEachThreadState([](ThreadState* ts) {
     ForEachPage(ts->heap, [](GcPage* p) {
       for (uint32_t b = 0; b < p->bump; ++b) {
-        GcWord* w = p->word(b);
-        w->bits.store(w->bits.load(std::memory_order_relaxed) & kGcFlagMask,
-                      std::memory_order_relaxed);
+        Object* ob = p->object(b);
+        GcFlags(ob).store(GcFlagsOf(ob) & kGcFlagMask, std::memory_order_relaxed);
       }
     });
   });
@@ -364,10 +399,7 @@ class GarbageCountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (r->type_info() == nullptr || r->type_info()->gc == nullptr) return;
-    GcWord* w = GcWordOf(r);
-    if (!w->Has(kGcGarbage)) return;
-    w->refs.store(w->refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (GcFlagsOf(r) & kGcGarbage) AddScratch<false>(r);
   }
 };
 
@@ -377,10 +409,8 @@ class ResurrectVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
-    if (r->type_info() == nullptr || r->type_info()->gc == nullptr) return;
-    GcWord* w = GcWordOf(r);
-    if (!w->Has(kGcGarbage)) return;
-    w->Unset(kGcGarbage);
+    if (!(GcFlagsOf(r) & kGcGarbage)) return;
+    GcSetBits(r, 0, kGcGarbage);  // world stopped
     static_cast<ResurrectVisitor*>(self)->stack_->push_back(r);
   }
   ObjectList* stack_;
@@ -389,16 +419,24 @@ class ResurrectVisitor final : public Visitor {
 }  // namespace
 
 void FindResurrected(const ObjectList& garbage) {
+  // Every member's owner is back however this ends (the stack below may run out of memory).
+  struct Restore {
+    const ObjectList& garbage;
+    ~Restore() {
+      for (Object* ob : garbage) RestoreOwner(ob);
+    }
+  } restore{garbage};
+  for (Object* ob : garbage) SetScratch(ob, 0);
   GarbageCountVisitor count;
   for (Object* ob : garbage) TraceObject(ob, count);
+  // The outside references of each member, before any owner is restored.
   ObjectList stack;
   ResurrectVisitor mark(&stack);
   for (Object* ob : garbage) {
-    GcWord* w = GcWordOf(ob);
-    if (!w->Has(kGcGarbage)) continue;  // already resurrected through another member
-    int64_t outside = Rc::RefCount(ob) - 1 - w->refs.load(std::memory_order_relaxed);
+    if (!(GcFlagsOf(ob) & kGcGarbage)) continue;  // already resurrected through another member
+    int64_t outside = Rc::RefCount(ob) - 1 - Scratch(ob);
     if (outside <= 0) continue;
-    w->Unset(kGcGarbage);
+    GcSetBits(ob, 0, kGcGarbage);
     stack.push_back(ob);
     while (!stack.empty()) {
       Object* x = stack.back();
@@ -406,7 +444,6 @@ void FindResurrected(const ObjectList& garbage) {
       TraceObject(x, mark);
     }
   }
-  for (Object* ob : garbage) GcWordOf(ob)->refs.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace brc::detail

@@ -172,7 +172,7 @@ void ReleaseLargeFreed(GcHeap& heap) noexcept {
 
 char* AllocateLarge(GcHeap& heap, std::size_t size, std::size_t align) {
   ReleaseLargeFreed(heap);
-  std::size_t object_at = RoundUp(kGcPageHeader + sizeof(GcWord), align);
+  std::size_t object_at = RoundUp(kGcPageHeader, align);
   auto obj_offset = static_cast<uint32_t>(object_at - kGcPageHeader);
   std::size_t bytes = RoundUp(object_at + size, 64);
   GcPage* p = NewPage(heap, kGcLarge, bytes, static_cast<uint32_t>(bytes - kGcPageHeader), 1,
@@ -193,27 +193,31 @@ void ListYoungPage(GcHeap& heap, GcPage* p) noexcept {
 
 void PromoteYoung(GcHeap& heap) noexcept {
   ForEachYoungPage(heap, [&](GcPage* p) {
-    bool keep = false;
     for (uint32_t b = 0; b < p->bump; ++b) {
-      GcWord* w = p->word(b);
-      uint32_t bits = w->bits.load(std::memory_order_relaxed);  // relaxed: world stopped
-      if (!(bits & kGcYoung)) continue;
-      if ((bits & (kGcAllocated | kGcTracked)) == kGcAllocated) {
-        keep = true;  // under construction: examined by the next young collection
-        continue;
-      }
-      w->bits.store(bits & ~kGcYoung, std::memory_order_relaxed);
+      Object* ob = p->object(b);
+      uint32_t bits = GcFlagsOf(ob);
+      // A plain store: the world is stopped (gc_word.h).
+      if (bits & kGcYoung) GcFlags(ob).store(bits & ~kGcYoung, std::memory_order_relaxed);
     }
-    if (!keep) UnlistYoung(heap, p);
+    UnlistYoung(heap, p);
   });
+}
+
+void TrackConstructed(Object* ob) noexcept {
+  // fetch_or: the constructor may have set an object flag (a WeakRef to itself), and may even
+  // have handed the object to another thread that makes one now. Relaxed: a stop of the world
+  // orders this before any collector that reads the bits.
+  GcFlags(ob).fetch_or(uint32_t{kFlagGcHeap} | kGcTracked | kGcYoung, std::memory_order_relaxed);
+  GcPage* page = GcPageOf(ob);
+  // Unlisted when a collection promoted the page while the object was being constructed.
+  if (BRC_UNLIKELY(!page->young)) ListYoungPage(*page->heap, page);
 }
 
 int GcListFor(std::size_t size, std::size_t align) noexcept {
   if (align > 16) return kGcLarge;
-  std::size_t obj_offset = align > 8 ? 16 : 8;
-  std::size_t need = RoundUp(obj_offset + size, 16);
+  std::size_t need = RoundUp(size, 16);  // blocks start 16-aligned; the object at offset 0
   if (need > kLeafMaxSize) return kGcLarge;
-  return kClassOf16[need / 16] * 2 + (obj_offset == 16 ? 1 : 0);
+  return kClassOf16[need / 16];
 }
 
 void* AllocateTracked(std::size_t size, std::size_t align) {
@@ -232,18 +236,15 @@ void* AllocateTracked(std::size_t size, std::size_t align) {
   if (list != kGcLarge) {
     GcPage* head = heap.lists[list];
     if (head == nullptr || (ob = Pop(head)) == nullptr) {
-      ob = PopSlow(heap, list, GcBlockSizeOfList(list), (list & 1) != 0 ? 16 : 8);
+      ob = PopSlow(heap, list, GcBlockSizeOfList(list), 0);
     }
   } else {
     ob = AllocateLarge(heap, size, align);
   }
   page = GcPageOf(reinterpret_cast<Object*>(ob));
   ++page->used;
-  if (BRC_UNLIKELY(!page->young)) ListYoungPage(heap, page);
-  GcWord* w = GcWordOf(reinterpret_cast<Object*>(ob));
-  // Relaxed: see GcWord. The block was free, so nobody else reads or writes this word now.
-  w->refs.store(0, std::memory_order_relaxed);
-  w->bits.store(kGcAllocated | kGcYoung, std::memory_order_relaxed);
+  // The block's flags are 0 (zeroed at its free, or never walked: beyond the page's bump) and
+  // the Object constructor zeroes them again; TrackConstructed sets the collector's bits.
   BRC_STAT_ALWAYS_INC(allocations);
   return ob;
 }
@@ -310,9 +311,8 @@ void FreeLeafBlock(void* mem) noexcept {
 
 void FreeTrackedBlock(void* object_start) noexcept {
   auto* ob = static_cast<Object*>(object_start);
-  GcWord* w = GcWordOf(ob);
-  w->refs.store(0, std::memory_order_relaxed);
-  w->bits.store(0, std::memory_order_relaxed);  // a stopped collector now skips the block
+  // The object is dead: nobody else writes its flags. A stopped collector now skips the block.
+  GcFlags(ob).store(0, std::memory_order_relaxed);
   ThreadState* ts = t_state;
   FreeBlock(GcPageOf(ob), object_start, ts != nullptr ? &ts->heap : nullptr);
 }

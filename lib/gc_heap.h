@@ -1,26 +1,26 @@
 // The collector's heap: where tracked objects live, and how the collector finds them.
 //
 // Each thread id has a GcHeap of 64 KiB pages, one list of pages per size class. A page is an
-// array of equal blocks; each block holds an 8-byte collector word (brc/detail/gc_word.h)
-// followed by the object. The collector enumerates tracked objects by walking pages, so no
+// array of equal blocks; each block holds an object, header first (the collector's per-object
+// state is in the header: brc/detail/gc_word.h). The collector enumerates tracked objects by walking pages, so no
 // per-object list links are needed and allocation and free touch no global lock or atomic:
 //  * allocation (owner thread only): pop the page's local free list, or bump, or take the
 //    page's remote-free list, or move to another page of the class, or map a new page;
 //  * free by the owner: push on the local free list;
 //  * free by another thread: one CAS pushing the block on that page's remote-free list (a
 //    per-page atomic; the page's owner reclaims the list when it runs out of blocks).
-// A block's collector word reads kGcAllocated from allocation to free, so a walk with the world
-// stopped sees exactly the live blocks. Objects above 8 KiB (or aligned above 16) get a page of
-// their own.
+// A block's header has kGcTracked from the end of Make to the start of Dealloc, and the freeing
+// thread zeroes its flags, so a walk with the world stopped sees exactly the live, constructed
+// objects. Objects above 8 KiB (or aligned above 16) get a page of their own.
 //
-// Young pages: a young collection examines only the objects allocated since the last
-// collection (kGcYoung in their collector word). So that it need not walk the whole heap to
-// find them, each heap keeps a list of the pages it has allocated from since then: the
-// allocation path adds the page when it is not listed yet (a test of a field on the page's
-// header line, which allocation touches anyway; no atomic, no lock), retiring a page unlists
-// it, and the collector, with the world stopped, clears kGcYoung on the listed pages' objects
-// and empties the lists (PromoteYoung). Invariant: every block whose word has kGcYoung lies in
-// a page on its heap's young list.
+// Young pages: a young collection examines only the objects made since the last collection
+// (kGcYoung in their header). So that it need not walk the whole heap to find them, each heap
+// keeps a list of the pages holding such objects: the end of a tracked Make adds the object's
+// page when it is not listed yet (a test of a field on the page's header line, which the
+// allocation touched just before; no atomic, no lock), retiring a page unlists it, and the
+// collector, with the world stopped, clears kGcYoung on the listed pages' objects and empties
+// the lists (PromoteYoung). Invariant: every object with kGcYoung lies in a page on its heap's
+// young list.
 //
 // Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
 // thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
@@ -51,6 +51,7 @@
 
 #include "brc/allocator.h"
 #include "brc/detail/gc_word.h"
+#include "brc/refcount.h"
 #include "brc/object.h"
 
 namespace brc::detail {
@@ -58,13 +59,13 @@ namespace brc::detail {
 inline constexpr std::size_t kGcPageSize = std::size_t{64} << 10;
 inline constexpr std::size_t kGcPageHeader = 128;  // bytes before the first block
 inline constexpr uint64_t kMinCachedPages = 64;      // see "Empty pages" above
-// Block sizes of the small classes (collector word and alignment padding included).
+// Block sizes of the small classes.
 inline constexpr uint32_t kGcClassSizes[] = {
     32,  48,  64,  80,   96,   112,  128,  160,  192,  224,  256,  320,  384,  448,
     512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 5120, 8192};
 inline constexpr int kGcSmallClasses = sizeof(kGcClassSizes) / sizeof(kGcClassSizes[0]);
-// Class index = size class * 2 + (object offset 16 ? 1 : 0); one more list for large objects.
-inline constexpr int kGcLarge = 2 * kGcSmallClasses;
+// A list per small class (index = class), and one more for large objects.
+inline constexpr int kGcLarge = kGcSmallClasses;
 inline constexpr int kGcLists = kGcLarge + 1;
 
 struct GcHeap;
@@ -80,7 +81,7 @@ struct alignas(64) GcPage {
   std::size_t bytes;     // size of the page's memory
   uint32_t block_size;
   uint32_t capacity;     // blocks in the page
-  uint32_t obj_offset;   // object start within a block; the collector word is just before it
+  uint32_t obj_offset;   // object start within a block (0 but for large over-aligned objects)
   int list;              // index in GcHeap::lists
   // Owner thread only, and the collector while the world is stopped.
   GcPage* prev = nullptr;
@@ -103,14 +104,14 @@ struct alignas(64) GcPage {
   char* block(uint32_t i) noexcept {
     return reinterpret_cast<char*>(this) + kGcPageHeader + std::size_t{i} * block_size;
   }
-  GcWord* word(uint32_t i) noexcept {
-    return reinterpret_cast<GcWord*>(block(i) + obj_offset - sizeof(GcWord));
-  }
   Object* object(uint32_t i) noexcept { return reinterpret_cast<Object*>(block(i) + obj_offset); }
 };
 static_assert(sizeof(GcPage) <= kGcPageHeader);
 
 struct GcHeap {
+  // The thread id the heap belongs to, fixed when its ThreadState is made: the owner of every
+  // owned object in it (brc/detail/gc_word.h).
+  uint32_t tid = 0;
   // Owner thread only, and the collector while the world is stopped.
   GcPage* lists[kGcLists] = {};    // pages per class; the head is where allocation goes
   GcPage* tails[kGcLists] = {};    // full pages rotate to the back
@@ -130,12 +131,23 @@ struct GcHeap {
 // gets a page of its own.
 int GcListFor(std::size_t size, std::size_t align) noexcept;
 inline uint32_t GcBlockSizeOfList(int list) noexcept {
-  return list == kGcLarge ? 0 : kGcClassSizes[list / 2];
+  return list == kGcLarge ? 0 : kGcClassSizes[list];
 }
 
 // The page holding a tracked object.
 inline GcPage* GcPageOf(const Object* ob) noexcept {
   return reinterpret_cast<GcPage*>(reinterpret_cast<uintptr_t>(ob) & ~(kGcPageSize - 1));
+}
+
+// The collector's bits of an object in this heap (brc/detail/gc_word.h).
+inline std::atomic<uint32_t>& GcFlags(Object* ob) noexcept { return Rc::flags(ob); }
+inline uint32_t GcFlagsOf(const Object* ob) noexcept {
+  return Rc::flags(ob).load(std::memory_order_relaxed);
+}
+// A plain update of the bits; only where no other thread can write them (see gc_word.h).
+inline void GcSetBits(Object* ob, uint32_t set, uint32_t clear) noexcept {
+  std::atomic<uint32_t>& f = Rc::flags(ob);
+  f.store((f.load(std::memory_order_relaxed) & ~clear) | set, std::memory_order_relaxed);
 }
 
 // Calls fn(page) for every page of `heap`. World stopped (or the heap's owner).
@@ -166,7 +178,7 @@ static_assert(kGcClassSizes[kGcSmallClasses - 1] == kLeafMaxSize);
 
 // The small-class list of leaf blocks of `size` bytes (LeafHeapFits).
 inline int GcLeafListFor(std::size_t size) noexcept {
-  return kClassOf16[(size + 15) / 16] * 2;
+  return kClassOf16[(size + 15) / 16];
 }
 
 // Local part of allocation from a page: its free list, else a block never handed out; nullptr
@@ -226,10 +238,9 @@ void ForEachYoungPage(GcHeap& heap, Fn&& fn) {
     p = next;
   }
 }
-// World stopped: promotes the young objects of `heap` (clears kGcYoung on every constructed
-// one) and empties its young list, except pages that still hold an object under construction
-// (allocated, not yet tracked: a collection that its constructor started), which keep it
-// young. No allocation.
+// World stopped: promotes the young objects of `heap` (clears kGcYoung) and empties its young
+// list. An object whose construction is still running (a collection its constructor started)
+// is not young yet: TrackConstructed lists its page again. No allocation.
 void PromoteYoung(GcHeap& heap) noexcept;
 
 // Hook into the collector (lib/collector.cc), called by the allocating thread every

@@ -341,9 +341,9 @@ void Rc::Dealloc(Object* ob) noexcept {
   // A dying object leaves the collector's view before anything else happens to it: a
   // collection that a destructor triggers must not trace it (or its deferred-list header).
   if (type->gc != nullptr) {
-    GcWord* w = GcWordOf(ob);
-    uint32_t bits = w->bits.load(std::memory_order_relaxed);  // relaxed: see GcWord
-    w->bits.store(bits & ~kGcTracked, std::memory_order_relaxed);
+    // A plain update: at count zero no other thread writes the flags (brc/detail/gc_word.h).
+    uint32_t bits = ob->flags_.load(std::memory_order_relaxed);
+    ob->flags_.store(bits & ~kGcTracked, std::memory_order_relaxed);
     if (bits & kGcFrozen) OnFrozenObjectFreed();
   }
   // First make the object unreachable through weak references (no user code, no allocation).

@@ -33,7 +33,10 @@ enum class ThreadStatus : uint8_t {
 };
 
 struct ThreadState {
-  explicit ThreadState(uint32_t id) : tid(id) {}
+  explicit ThreadState(uint32_t id) : tid(id) {
+    heap.tid = id;
+    leaf_heap.tid = id;
+  }
 
   const uint32_t tid;
 

@@ -1,7 +1,9 @@
 // brc::Object: the header every brc object starts with, and the per-type record it points to.
 //
-// The header is 24 bytes (CPython's free-threaded header is 32): no vtable is required, because
-// the type record carries the destructor, the name used in error reports and the layout.
+// The header is 24 bytes (CPython's free-threaded header is 32), for leaf and tracked objects
+// alike: no vtable is required, because the type record carries the destructor, the name used
+// in error reports and the layout, and the cycle collector keeps its per-object state in the
+// header's spare bits (brc/detail/gc_word.h).
 //
 //   byte  0       8                     16                    20         24
 //         +-------+---------------------+---------------------+----------+
@@ -96,11 +98,13 @@ constexpr uint64_t Biased(uint32_t owner, uint32_t local) noexcept {
 }
 }  // namespace detail
 
-// Bits of Object::flags_.
+// Bits of Object::flags_. The low four are the object's own; bits 4-8 and the mark epoch above
+// them are the cycle collector's, used only in objects of tracked types (brc/detail/gc_word.h
+// has their layout and rules).
 enum ObjectFlag : uint32_t {
   kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
   kFlagFreed = 1u << 1,        // BRC_DEBUG: the object was freed and sits in the quarantine
-  kFlagGcHeap = 1u << 2,       // a tracked type: a collector word precedes the header
+  kFlagGcHeap = 1u << 2,       // a tracked type: it lives in the collector's heap
   // Its true count reached zero while a merge-queue entry (or the collector's final drop)
   // still holds the last counted reference: it is dead and only waits to be freed, so
   // try-incref (WeakRef::Lock) refuses it. Set before the count is published as merged.
@@ -136,13 +140,16 @@ class Object {
   // Owner thread id (low half, 0 when unowned) and local count (high half). Written only by the
   // owner (its counting, and giving up ownership), by a thread merging on behalf of a dead or
   // blocked owner while holding that owner's queue lock, or with the world stopped: never by two
-  // threads at once, so relaxed loads and whole-word stores, never a read-modify-write. Read by
-  // every thread (relaxed: a stale owner can only send a thread to the atomic path, and only
-  // the owner relies on the local half).
+  // threads at once, so relaxed loads and whole-word stores (the collector's parallel marking
+  // workers add to the low half atomically among themselves). Read by every thread (relaxed: a
+  // stale owner can only send a thread to the atomic path, and only the owner relies on the
+  // local half). While the world is stopped for a collection, the low half of a tracked object
+  // the collection examines holds the collector's scratch count instead of the owner, restored
+  // before the world restarts (brc/detail/gc_word.h).
   std::atomic<uint64_t> biased_;
   // Shared word: (count << 2) | state. Any thread, atomic read-modify-write.
   std::atomic<int32_t> shared_;
-  // ObjectFlag bits. Any thread, atomic fetch_or.
+  // ObjectFlag bits: any thread, atomic fetch_or. The collector's bits: see brc/detail/gc_word.h.
   std::atomic<uint32_t> flags_;
 };
 

@@ -100,6 +100,9 @@ inline constexpr TypeInfo kTypeInfoFor = {
 // (brc/collector.h); it returns where the object goes, with a collector word in front of it.
 void* AllocateTracked(std::size_t size, std::size_t align);
 void FreeTrackedStorage(void* object_start) noexcept;
+// The end of a tracked Make: the object is constructed and typed; from now on the collector
+// traces it, and it is young (brc/detail/gc_word.h).
+void TrackConstructed(Object* ob) noexcept;
 
 // Reports Make<T> on a thread that is not attached.
 [[noreturn]] void ReportMakeUnattached(std::string_view type_name) noexcept;
@@ -219,8 +222,8 @@ Ref<T> Make(Args&&... args) {
   constexpr bool kTracked = detail::Traced<T>;
   static_assert(!kTracked || !std::is_polymorphic_v<T>,
                 "brc::Make<T>: a tracked type (Trace + Clear) may not have virtual functions: "
-                "its vtable pointer would sit between the collector word and the object header "
-                "(leaf types may have them)");
+                "its vtable pointer would sit before the object header, where the collector "
+                "expects the header at the start of each heap block (leaf types may have them)");
   void* mem = kTracked ? detail::AllocateTracked(sizeof(T), alignof(T))
                        : detail::AllocateObject(sizeof(T), alignof(T));
   T* t;
@@ -240,7 +243,7 @@ Ref<T> Make(Args&&... args) {
   }
   detail::Rc::SetType(static_cast<Object*>(t), &detail::kTypeInfoFor<T>);
   // Only now, fully constructed and typed, does the collector see it.
-  if constexpr (kTracked) detail::GcWordOf(t)->Track();
+  if constexpr (kTracked) detail::TrackConstructed(static_cast<Object*>(t));
   return Ref<T>::Adopt(t);
 }
 

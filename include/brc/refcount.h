@@ -32,11 +32,8 @@ namespace detail {
 
 struct Rc {
   // Called by Make before the object is published, so nobody else reads the header yet.
-  static void SetType(Object* ob, const TypeInfo* type) noexcept {
-    ob->type_ = type;
-    // fetch_or: the constructor may already have set kFlagHasWeakRefs (a WeakRef to itself).
-    if (type->gc != nullptr) ob->flags_.fetch_or(kFlagGcHeap, std::memory_order_relaxed);
-  }
+  // Tracked types also need TrackConstructed (lib/gc_heap.h), which sets their flags.
+  static void SetType(Object* ob, const TypeInfo* type) noexcept { ob->type_ = type; }
 
   static BRC_ALWAYS_INLINE void CheckNotFreed(const Object* ob) noexcept {
 #ifdef BRC_DEBUG

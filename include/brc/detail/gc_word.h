@@ -1,14 +1,36 @@
-// The collector word: 8 bytes in front of the header of every tracked object.
+// The cycle collector's per-object state, kept inside the 24-byte header of a tracked object:
+// no word in front of it, so a tracked object costs the same header as a leaf.
 //
-//   byte  -8        -4        0                        24
-//         +---------+---------+------------------------+---------
-//         | refs    | bits    | brc::Object header     | fields of T ...
-//         +---------+---------+------------------------+---------
+// flags_ (32 bits), shared with the object's own flags (brc/object.h):
 //
-// With the 24-byte header that makes 32 bytes of per-object space for a tracked object, the
-// same as CPython (3.11's GC links + header, or the free-threaded build's header). Nothing else
-// is kept per object: the collector finds tracked objects by walking the pages of its heap
-// (lib/gc_heap.h), not through a list.
+//   bit  0-3     4        5        6         7           8         9 .. 31
+//        object  tracked  young    garbage   finalized   frozen    mark epoch (23 bits)
+//        flags
+//
+// The scratch count of a collection (references from other examined objects) lives in the low
+// half of biased_, where the owner id is, while the world is stopped: the collector zeroes it
+// for each object it examines, counts into it, and puts the owner back before the world
+// restarts. The owner need not be saved: every tracked object is owned by the thread whose heap
+// page holds it (Make allocates in the creating thread's heap and makes that thread the owner;
+// an id and its heap pass together to the next thread bound to the id), or by nobody once its
+// count is merged, and merged <=> owner 0 (refcount.cc gives up ownership only together with
+// publishing merged). So the owner is 0 when the shared word's state is merged, else the id of
+// the page's heap (RestoreOwner). Under BRC_DEBUG each collection checks this before it zeroes.
+// Nobody else reads the owner while the world is stopped: parked threads run nothing, and a
+// thread inside a BlockingScope or not attached may not touch counts.
+//
+// Who writes the collector's bits:
+//  * tracked, young: the constructing thread at the end of Make (TrackConstructed, one
+//    fetch_or that also sets kFlagGcHeap); tracked is cleared first thing by Dealloc, young by
+//    the collection that promotes the object.
+//  * garbage, finalized, frozen, epoch: the collector while the world is stopped (its parallel
+//    marking workers claim the epoch with a CAS); garbage is cleared after the restart with a
+//    fetch_and, since other threads may then set object flags.
+//  * the freeing thread zeroes the whole word when the block goes back to its page, so a walk of
+//    the page with the world stopped skips free blocks.
+// Plain (relaxed load + store) writes are used only where no other thread can write the word:
+// with the world stopped, and in Dealloc (the count is zero: nobody holds a reference with which
+// to make a WeakRef, and kFlagDead was set before the count reached zero).
 #ifndef BRC_DETAIL_GC_WORD_H_
 #define BRC_DETAIL_GC_WORD_H_
 
@@ -19,53 +41,15 @@
 
 namespace brc::detail {
 
-// The low 8 bits of GcWord::bits are flags; the high 24 bits hold the number of the last
-// collection that marked the object reachable (0: never), so marks need no clearing pass.
-enum GcBit : uint32_t {
-  kGcAllocated = 1u << 0,  // the heap block holds an object (set at allocation, 0 when free)
-  kGcTracked = 1u << 1,    // constructed and not yet being destroyed: the collector traces it
-  kGcYoung = 1u << 2,      // allocated since the last collection (set at allocation, cleared by
-                           // the collection that promotes it; lib/gc_heap.h, "Young pages")
-  kGcGarbage = 1u << 3,    // in the running collection's garbage set
-  kGcFinalized = 1u << 4,  // Finalize() has run; sticky, so it never runs twice
-  kGcFrozen = 1u << 5,     // excluded from collections by brc::Freeze()
-};
-inline constexpr uint32_t kGcFlagMask = 0xff;
-inline constexpr int kGcEpochShift = 8;
-inline constexpr uint32_t kGcEpochLimit = 1u << 24;  // epochs run 1 .. kGcEpochLimit - 1
-
-struct GcWord {
-  // Scratch count of references from other tracked objects. 0 outside a collection. Written
-  // only by the collector: while the world is stopped (by its marking workers, atomically when
-  // there are several), and on its own garbage set after the world restarted.
-  std::atomic<uint32_t> refs;
-  // GcBit flags. kGcAllocated/kGcTracked are written by the allocating thread (Make) and the
-  // freeing thread (Dealloc); the other bits by the collector while the world is stopped. The
-  // two never overlap in time: a thread in Make or Dealloc is not parked, so no stop is in
-  // progress, and the stop's handshake orders them. Hence relaxed loads and stores, except the
-  // parallel marking workers' fetch_or among themselves.
-  std::atomic<uint32_t> bits;
-
-  void Track() noexcept {
-    bits.store(bits.load(std::memory_order_relaxed) | kGcTracked, std::memory_order_relaxed);
-  }
-  bool Has(uint32_t bit) const noexcept {
-    return (bits.load(std::memory_order_relaxed) & bit) != 0;
-  }
-  void Set(uint32_t bit) noexcept {
-    bits.store(bits.load(std::memory_order_relaxed) | bit, std::memory_order_relaxed);
-  }
-  void Unset(uint32_t bit) noexcept {
-    bits.store(bits.load(std::memory_order_relaxed) & ~bit, std::memory_order_relaxed);
-  }
-};
-
-static_assert(sizeof(GcWord) == 8);
-
-inline GcWord* GcWordOf(const Object* ob) noexcept {
-  return reinterpret_cast<GcWord*>(
-      const_cast<char*>(reinterpret_cast<const char*>(ob)) - sizeof(GcWord));
-}
+// (Constants rather than an enum, so that they combine with ObjectFlag bits.)
+inline constexpr uint32_t kGcTracked = 1u << 4;    // constructed, not being destroyed: traced
+inline constexpr uint32_t kGcYoung = 1u << 5;      // made since the last collection
+inline constexpr uint32_t kGcGarbage = 1u << 6;    // in the running collection's garbage set
+inline constexpr uint32_t kGcFinalized = 1u << 7;  // Finalize() has run; sticky: never twice
+inline constexpr uint32_t kGcFrozen = 1u << 8;     // excluded from collections by brc::Freeze()
+inline constexpr uint32_t kGcFlagMask = (1u << 9) - 1;  // every flag, the object's included
+inline constexpr int kGcEpochShift = 9;
+inline constexpr uint32_t kGcEpochLimit = 1u << 23;  // epochs run 1 .. kGcEpochLimit - 1
 
 }  // namespace brc::detail
 
