@@ -127,13 +127,13 @@ bool FindGarbage(Collection& c) {
       marked = Mark(pages, young, g_workers.load(std::memory_order_relaxed), epoch, take,
                     prepare, &GarbageBuffer());
     } catch (const std::bad_alloc&) {
-      ResetScratch(pages, young);
+      ResetScratch(pages, young, epoch);
       marked = MarkResult();
       out_of_memory = true;
       return;
     }
     // Every young object is old from now on (a full collection examined them too).
-    PromoteAllYoung();
+    ClearYoungLists();
   });
   // The world runs again: free what the merge of parked owners' queues found dead.
   for (Object* ob : merged_dead) Rc::DecRef(ob);

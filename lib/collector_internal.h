@@ -166,7 +166,8 @@ PageList YoungPages();
 // The sum of every heap's pages (a statistic).
 uint64_t CountHeapPages() noexcept;
 
-// Starts a collection's mark epoch (at its rare wrap-around every mark is reset first).
+// Starts a collection's mark epoch (at its rare wrap-around every examined object's mark is
+// reset to 1 first).
 uint32_t NextEpoch() noexcept;
 
 struct MarkResult {
@@ -174,16 +175,19 @@ struct MarkResult {
   uint64_t scanned = 0;
 };
 // Finds the unreachable objects among the candidates in `pages`: every tracked, unfrozen
-// object, or with `young` only those with kGcYoung. `take` runs on each garbage object
+// object, or with `young` only the young ones (mark epoch 0). `take` runs on each garbage object
 // (on this thread), `prepare(n)` before the first with the number to come; `reuse` lends its
 // storage to the result. Throws bad_alloc before the first `take` only; then ResetScratch.
 MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
                 absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse);
-// After a failed Mark: back to the between-collections state. No allocation.
-void ResetScratch(const PageList& pages, bool young) noexcept;
-// Promotes every young object of every heap (see PromoteYoung). No allocation.
-void PromoteAllYoung() noexcept;
+// After a failed Mark of `epoch`: back to the between-collections state (owners restored, no
+// kGcGarbage; a young collection's marks undone, so its objects are young again). No
+// allocation.
+void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept;
+// After a successful mark: every young object is old now (marked or garbage, it has an
+// epoch), so the heaps' young lists are emptied. No allocation.
+void ClearYoungLists() noexcept;
 // Merges the queues of other (parked) attached threads on their behalf; objects found dead
 // keep one reference, appended to `dead`, for the caller to drop with the world running.
 void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept;

@@ -42,9 +42,12 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what, absl::FunctionRef<bool(
 
 absl::StatusOr<uint64_t> Freeze() {
   auto n = ForAllTracked("brc::Freeze", [](Object* ob) {
-    if (detail::GcFlagsOf(ob) & detail::kGcFrozen) return false;
-    // Frozen objects are in no collection's candidates; unfrozen, they are old. World stopped.
-    detail::GcSetBits(ob, detail::kGcFrozen, detail::kGcYoung);
+    uint32_t bits = detail::GcFlagsOf(ob);
+    if (bits & detail::kGcFrozen) return false;
+    // Frozen objects are in no collection's candidates; unfrozen, they are old (an epoch
+    // that no collection uses: brc/detail/gc_word.h). World stopped: a plain store.
+    if ((bits >> detail::kGcEpochShift) == 0) bits |= 1u << detail::kGcEpochShift;
+    detail::GcFlags(ob).store(bits | detail::kGcFrozen, std::memory_order_relaxed);
     return true;
   });
   if (n.ok()) {

@@ -2,19 +2,21 @@
 // (Overview of the collector's files: collector_internal.h.)
 //
 // The candidates are the tracked, unfrozen objects a collection examines: all of them in a
-// full collection, only the young ones (kGcYoung) in a young collection. On the candidates:
-//  0. Zero each candidate's scratch count (the owner half of its header, brc/detail/gc_word.h).
-//  1. Count: trace each candidate and count, in the target's scratch, the references it
+// full collection, only the young ones in a young collection. An object is young until a
+// collection has examined it: its mark epoch (brc/detail/gc_word.h) is 0 from its construction
+// until the first collection marks it (reachable) or takes it (garbage), and never 0 again, so
+// promotion needs no pass of its own. On the candidates:
+//  1. Count: trace each candidate and count, in each target's scratch (the owner half of its
+//     header, which keeps the owner id as its base: no zeroing pass), the references it
 //     receives from other candidates.
-//  2. Mark: put the owner back; a candidate whose reference count exceeds its internal count
-//     is referenced from
-//     outside the candidates (a stack, a global, an untracked object, another thread, or, in a
-//     young collection, an old object): it is a root. Everything reachable from a root through
-//     candidates gets this collection's epoch in its flags. Reaching a non-candidate (an old
-//     object in a young collection) stops there: its header is read, never written.
-//  3. Collect: the candidates without the epoch are garbage; only when there are any.
-// Then, in the same stop, promotion: the young objects of every heap lose kGcYoung (the
-// survivors are old now; the garbage set is freed or, if resurrected, old as well).
+//  2. Mark: scan the candidates; put each one's owner back; one whose reference count exceeds
+//     its internal count is referenced from outside the candidates (a stack, a global, an
+//     untracked object, another thread, or, in a young collection, an old object): it is a
+//     root. Everything reachable from a root through candidates gets this collection's epoch
+//     (and its owner back, if the scan has not reached it yet). Reaching a non-candidate (an
+//     old object in a young collection) stops there: its header is read, never written.
+//  3. Collect: the candidates without the epoch are garbage (they get the epoch too: old if
+//     they survive); only when there are any.
 //
 // Why no write barrier: a young collection must not free a young object that an old one still
 // references. That reference is in the young object's reference count but not in its internal
@@ -23,6 +25,7 @@
 // and no thread changes a count while the world is stopped.
 #include <algorithm>
 #include <atomic>
+#include <new>
 #include <vector>
 
 #include "brc/refcount.h"
@@ -37,22 +40,20 @@
 namespace brc::detail {
 namespace {
 
-// The number of the running collection (1 .. kGcEpochLimit - 1), written into an object's
-// collector word when it is marked reachable. Written by the collecting thread under the
-// collection lock; read by marking workers (ParallelFor orders it).
-uint32_t g_epoch = 0;
-// kGcYoung in a young collection, else 0: the extra bit a candidate must have. Written like
-// g_epoch.
-uint32_t g_young_bit = 0;
+// The number of the running collection (2 .. kGcEpochLimit - 1), written into an object's
+// flags when it is marked reachable. 0 is "young, never examined"; 1 is "examined before the
+// last wrap-around". Written by the collecting thread under the collection lock; read by
+// marking workers (ParallelFor orders it).
+uint32_t g_epoch = 1;
+// Whether the running collection is young. Written like g_epoch.
+bool g_young = false;
 
-// A candidate's collector bits: tracked, not frozen, young when the collection is.
-inline bool IsCandidate(uint32_t bits, uint32_t young_bit) noexcept {
-  return (bits & (kGcTracked | kGcFrozen | young_bit)) == (kGcTracked | young_bit);
-}
+inline uint32_t EpochOf(uint32_t bits) noexcept { return bits >> kGcEpochShift; }
+inline bool MarkedIn(uint32_t bits, uint32_t epoch) noexcept { return EpochOf(bits) == epoch; }
 
-// Whether a reference leads to a candidate (leaf objects never have kGcTracked).
-inline bool Collectable(const Object* ob) noexcept {
-  return IsCandidate(GcFlagsOf(ob), g_young_bit);
+// A candidate's collector bits: tracked, not frozen, and never examined in a young collection.
+inline bool IsCandidate(uint32_t bits, bool young) noexcept {
+  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked && (!young || EpochOf(bits) == 0);
 }
 
 // ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
@@ -63,52 +64,66 @@ inline uint32_t OwnerFor(const Object* ob) noexcept {
   int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
   return (shared & kStateMask) == kStateMerged ? kNoOwner : GcPageOf(ob)->heap->tid;
 }
-inline uint32_t Scratch(const Object* ob) noexcept { return Rc::Owner(ob); }
-// Relaxed whole-word stores: the world is stopped and only the collector writes the word.
-inline void SetScratch(Object* ob, uint32_t value) noexcept {
-  Rc::SetBiased(ob, value, Rc::Local(ob));
-}
-inline void RestoreOwner(Object* ob) noexcept { SetScratch(ob, OwnerFor(ob)); }
-// Counts one more reference in the scratch, which cannot carry into the local half: an object
-// with 2^32 references from other tracked objects would need 128 GiB of them.
+// Counts one more reference from another candidate. The scratch starts at the owner id (a few
+// thousand at most) and cannot carry into the local half: that would take 2^32 references from
+// other tracked objects, 128 GiB of them.
 template <bool kParallel>
 inline void AddScratch(Object* ob) noexcept {
   if constexpr (kParallel) {
     // Relaxed: the counts are read only after the pass ends (ParallelFor's join orders it).
     Rc::biased(ob).fetch_add(1, std::memory_order_relaxed);
   } else {
-    SetScratch(ob, Scratch(ob) + 1);
+    // A relaxed whole-word store: the world is stopped and only the collector writes the word.
+    std::atomic<uint64_t>& b = Rc::biased(ob);
+    b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 }
-
-// Zeroes the scratch of a candidate. Under BRC_DEBUG, first checks that the owner can be put
-// back as gc_word.h says (a violation would hand the object to the wrong thread).
-inline void ZeroScratch(Object* ob) noexcept {
-#ifdef BRC_DEBUG
-  if (BRC_UNLIKELY(Rc::Owner(ob) != OwnerFor(ob))) {
-    ReportMisuse(ob, "internal error: a tracked object's owner is neither the thread of its heap "
-                     "page nor, when its count is merged, none: the collector could not restore "
-                     "it");
-  }
-#endif
-  SetScratch(ob, 0);
+// Puts the owner back and returns the references counted since the scratch was based, 0 if it
+// was restored already (so it is safe to call twice). World stopped.
+inline uint32_t TakeScratch(Object* ob) noexcept {
+  uint64_t biased = Rc::biased(ob).load(std::memory_order_relaxed);
+  uint32_t owner = OwnerFor(ob);
+  Rc::SetBiased(ob, owner, LocalOf(biased));
+  return OwnerOf(biased) - owner;
 }
 
-inline bool MarkedIn(uint32_t bits, uint32_t epoch) noexcept {
-  return (bits >> kGcEpochShift) == epoch;
+// The true count (Rc::RefCount, inline: it is read for every candidate), from one load of each
+// half. Immortal and saturated objects read as a count no Trace can reach.
+inline int64_t CountFor(const Object* ob) noexcept {
+  uint32_t local = Rc::Local(ob);
+  int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
+  int32_t count = shared >> kSharedShift;
+  if (local == kLocalImmortal || count >= kSharedSaturationMin) return INT64_MAX;
+  return int64_t{local} + count - ((shared & kStateMask) == kStateQueued ? 1 : 0);
+}
+
+[[noreturn]] void ReportOvercount(Object* ob) {
+  ReportMisuse(ob, "a Trace() reports more references to this object than its reference count "
+                   "(a Trace visits a reference its object does not hold, or visits one twice)");
+}
+
+// Takes the scratch of a candidate about to be decided: checked for every one, marked already
+// or not, since a Trace that over-reports would otherwise let the collector free an object that
+// is still referenced. Returns the true count.
+inline int64_t Settle(Object* ob, uint32_t* internal_out) noexcept {
+  uint32_t internal = TakeScratch(ob);
+  int64_t count = CountFor(ob);
+  if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
+  *internal_out = internal;
+  return count;
 }
 
 // Walks the candidates of pages [begin, end).
 template <class Fn>
 void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end, Fn&& fn) {
-  uint32_t young_bit = g_young_bit;
+  bool young = g_young;
   for (std::size_t i = begin; i < end; ++i) {
     GcPage* p = pages[i];
     uint32_t n = p->bump;
     for (uint32_t b = 0; b < n; ++b) {
       Object* ob = p->object(b);
       uint32_t bits = GcFlagsOf(ob);
-      if (!IsCandidate(bits, young_bit)) continue;
+      if (!IsCandidate(bits, young)) continue;
       fn(ob, bits);
     }
   }
@@ -122,15 +137,15 @@ class CountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (Collectable(r)) AddScratch<kParallel>(r);
+    if (IsCandidate(GcFlagsOf(r), g_young)) AddScratch<kParallel>(r);
   }
 };
 
-// Marks `w` reachable in this collection; true if this call did it (and must trace it).
+// Marks `ob` (flags `bits`) reachable in this collection; true if this call did it (and must
+// trace it).
 template <bool kParallel>
-inline bool Claim(Object* ob, uint32_t epoch) noexcept {
+inline bool Claim(Object* ob, uint32_t bits, uint32_t epoch) noexcept {
   std::atomic<uint32_t>& f = GcFlags(ob);
-  uint32_t bits = f.load(std::memory_order_relaxed);
   if constexpr (kParallel) {
     while (!MarkedIn(bits, epoch)) {
       uint32_t marked = (bits & kGcFlagMask) | (epoch << kGcEpochShift);
@@ -146,39 +161,45 @@ inline bool Claim(Object* ob, uint32_t epoch) noexcept {
   }
 }
 
-// Pass 2: mark everything reachable from a root (depth first, explicit stack).
+// Pass 2: mark everything reachable from a root (depth first, explicit stack). A push that
+// finds no memory is remembered (the visitor may not throw) and MarkFrom throws bad_alloc.
 template <bool kParallel>
 class MarkVisitor final : public Visitor {
  public:
   MarkVisitor(ObjectList* stack, uint32_t epoch) noexcept
       : Visitor(&Fn), stack_(stack), epoch_(epoch) {}
 
+  // `root` is claimed already.
   void MarkFrom(Object* root) {
     ++marked;
-    stack_->push_back(root);
+    TraceObject(root, *this);
     while (!stack_->empty()) {
       Object* ob = stack_->back();
       stack_->pop_back();
       TraceObject(ob, *this);
     }
+    if (BRC_UNLIKELY(out_of_memory_)) throw std::bad_alloc();
   }
   uint64_t marked = 0;
 
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
     auto* me = static_cast<MarkVisitor*>(self);
-    if (!Collectable(r) || !Claim<kParallel>(r, me->epoch_)) return;
+    uint32_t bits = GcFlagsOf(r);
+    if (!IsCandidate(bits, g_young) || !Claim<kParallel>(r, bits, me->epoch_)) return;
     ++me->marked;
-    me->stack_->push_back(r);
+    uint32_t internal;
+    Settle(r, &internal);  // the scan may not have reached it yet
+    try {
+      me->stack_->push_back(r);
+    } catch (const std::bad_alloc&) {
+      me->out_of_memory_ = true;  // its referents stay unmarked: the collection fails
+    }
   }
   ObjectList* stack_;
   uint32_t epoch_;
+  bool out_of_memory_ = false;
 };
-
-[[noreturn]] void ReportOvercount(Object* ob) {
-  ReportMisuse(ob, "a Trace() reports more references to this object than its reference count "
-                   "(a Trace visits a reference its object does not hold, or visits one twice)");
-}
 
 // One per marking worker, on its own cache lines (the counters change per object).
 struct alignas(64) WorkerState {
@@ -203,36 +224,46 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   std::vector<WorkerState>& ws = *states;
   for (WorkerState& w : ws) {
     w.garbage.clear();
+    w.stack.clear();
     w.scanned = w.marked = 0;
   }
   constexpr std::size_t kGrain = 4;  // pages per chunk
+#ifdef BRC_DEBUG
+  // The owner must come back as gc_word.h says, or the collector would hand the object to the
+  // wrong thread: checked before any scratch is counted.
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) { ZeroScratch(ob); });
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
+      if (BRC_UNLIKELY(Rc::Owner(ob) != OwnerFor(ob))) {
+        ReportMisuse(ob, "internal error: a tracked object's owner is neither the thread of its "
+                         "heap page nor, when its count is merged, none");
+      }
+    });
   });
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
+#endif
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     CountVisitor<kParallel> v;
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) { TraceObject(ob, v); });
+    uint64_t scanned = 0;
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
+      ++scanned;
+      TraceObject(ob, v);
+    });
+    ws[static_cast<std::size_t>(worker)].scanned += scanned;
   });
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     MarkVisitor<kParallel> v(&me.stack, epoch);
-    uint64_t scanned = 0;
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
-      ++scanned;
-      int64_t internal = Scratch(ob);
-      RestoreOwner(ob);  // the scratch's last use in this collection
-      int64_t count = Rc::RefCount(ob);
-      // Checked for every object, marked already or not: a Trace that over-reports would
-      // otherwise let the collector free an object that is still referenced.
-      if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
+    // In a young collection the scan skips what marking reached first: that is marked, and its
+    // owner is back (MarkVisitor settles it).
+    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t bits) {
+      uint32_t internal;
+      int64_t count = Settle(ob, &internal);
       // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
       // further up its stack, or the queue could not be merged here). It is no garbage, and
       // what it references stays alive until its destructor runs: treat it as a root, so that
       // none of that is cleared.
-      if ((count > internal || count == 0) && Claim<kParallel>(ob, epoch)) v.MarkFrom(ob);
+      if ((count > internal || count == 0) && Claim<kParallel>(ob, bits, epoch)) v.MarkFrom(ob);
     });
     me.marked += v.marked;
-    me.scanned += scanned;
   });
   MarkResult r;
   uint64_t marked = 0;
@@ -245,7 +276,7 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   // The garbage list of the serial case is the reused buffer, sized exactly: growing a vector
   // of a million entries page-faults its way through fresh memory several times over.
   // Everything that may allocate happens before the first `take`, so that running out of
-  // memory leaves nothing to undo but the scratch fields (see ResetScratch).
+  // memory leaves nothing to undo but the marks (see ResetScratch).
   prepare(r.scanned - marked);
   if (!kParallel) {
     ws[0].garbage = std::move(*reuse);
@@ -255,7 +286,9 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t bits) {
       if (MarkedIn(bits, epoch)) return;
-      GcFlags(ob).store(bits | kGcGarbage, std::memory_order_relaxed);  // world stopped
+      // Garbage; it carries the epoch too, so that it is old if it survives. World stopped.
+      GcFlags(ob).store((bits & kGcFlagMask) | kGcGarbage | (epoch << kGcEpochShift),
+                        std::memory_order_relaxed);
       me.garbage.push_back(ob);
       if constexpr (!kParallel) take(ob);
     });
@@ -281,7 +314,7 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
 MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
                 absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
-  g_young_bit = young ? uint32_t{kGcYoung} : 0u;
+  g_young = young;
   constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
     workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
@@ -290,27 +323,39 @@ MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
                      : MarkWith<false>(pages, 1, epoch, take, prepare, reuse);
 }
 
-void ResetScratch(const PageList& pages, bool young) noexcept {
-  g_young_bit = young ? uint32_t{kGcYoung} : 0u;
-  ForEachCandidate(pages, 0, pages.size(), [](Object* ob, uint32_t bits) {
-    RestoreOwner(ob);  // idempotent: right whether or not its scratch was in use
-    GcFlags(ob).store(bits & ~kGcGarbage, std::memory_order_relaxed);
-  });
+void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
+  // Every object of the pages that this collection examined: the candidates, and, in a young
+  // collection, what it marked (no longer young by its flags, but it must be again).
+  for (GcPage* p : pages) {
+    for (uint32_t b = 0; b < p->bump; ++b) {
+      Object* ob = p->object(b);
+      uint32_t bits = GcFlagsOf(ob);
+      bool marked_now = MarkedIn(bits, epoch);
+      if (!IsCandidate(bits, young) && !((bits & kGcTracked) && marked_now)) continue;
+      TakeScratch(ob);  // idempotent: right whether or not its scratch was in use
+      bits &= ~kGcGarbage;
+      if (young && marked_now) bits &= kGcFlagMask;  // young again
+      GcFlags(ob).store(bits, std::memory_order_relaxed);
+    }
+  }
 }
 
 uint32_t NextEpoch() noexcept {
   if (++g_epoch < kGcEpochLimit) return g_epoch;
-  // Wrap-around (every 16M collections): reset every object's mark, so that no stale mark can
-  // read as current. Walks the heaps directly: no allocation.
+  // Wrap-around (every 8M collections): every examined object's mark becomes 1, so that no
+  // stale mark can read as current and no old object reads as young. Walks the heaps
+  // directly: no allocation.
   ForEachThreadState([](ThreadState* ts) {
     ForEachPage(ts->heap, [](GcPage* p) {
       for (uint32_t b = 0; b < p->bump; ++b) {
         Object* ob = p->object(b);
-        GcFlags(ob).store(GcFlagsOf(ob) & kGcFlagMask, std::memory_order_relaxed);
+        uint32_t bits = GcFlagsOf(ob);
+        if (EpochOf(bits) == 0) continue;  // young: stays young
+        GcFlags(ob).store((bits & kGcFlagMask) | (1u << kGcEpochShift), std::memory_order_relaxed);
       }
     });
   });
-  g_epoch = 1;
+  g_epoch = 2;
   return g_epoch;
 }
 
@@ -347,8 +392,8 @@ uint64_t CountHeapPages() noexcept {
   return n;
 }
 
-void PromoteAllYoung() noexcept {
-  ForEachThreadState([](ThreadState* ts) { PromoteYoung(ts->heap); });
+void ClearYoungLists() noexcept {
+  ForEachThreadState([](ThreadState* ts) { ClearYoungList(ts->heap); });
 }
 
 // Merging on behalf of parked owners: an owner parked by an earlier stop stays parked across
@@ -423,18 +468,18 @@ void FindResurrected(const ObjectList& garbage) {
   struct Restore {
     const ObjectList& garbage;
     ~Restore() {
-      for (Object* ob : garbage) RestoreOwner(ob);
+      for (Object* ob : garbage) TakeScratch(ob);
     }
   } restore{garbage};
-  for (Object* ob : garbage) SetScratch(ob, 0);
   GarbageCountVisitor count;
   for (Object* ob : garbage) TraceObject(ob, count);
-  // The outside references of each member, before any owner is restored.
   ObjectList stack;
   ResurrectVisitor mark(&stack);
   for (Object* ob : garbage) {
     if (!(GcFlagsOf(ob) & kGcGarbage)) continue;  // already resurrected through another member
-    int64_t outside = Rc::RefCount(ob) - 1 - Scratch(ob);
+    // The references from other members, counted on the owner id as the base.
+    uint32_t internal = OwnerOf(Rc::biased(ob).load(std::memory_order_relaxed)) - OwnerFor(ob);
+    int64_t outside = Rc::RefCount(ob) - 1 - internal;
     if (outside <= 0) continue;
     GcSetBits(ob, 0, kGcGarbage);
     stack.push_back(ob);

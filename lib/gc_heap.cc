@@ -191,25 +191,19 @@ void ListYoungPage(GcHeap& heap, GcPage* p) noexcept {
   ++heap.young_pages;
 }
 
-void PromoteYoung(GcHeap& heap) noexcept {
-  ForEachYoungPage(heap, [&](GcPage* p) {
-    for (uint32_t b = 0; b < p->bump; ++b) {
-      Object* ob = p->object(b);
-      uint32_t bits = GcFlagsOf(ob);
-      // A plain store: the world is stopped (gc_word.h).
-      if (bits & kGcYoung) GcFlags(ob).store(bits & ~kGcYoung, std::memory_order_relaxed);
-    }
-    UnlistYoung(heap, p);
-  });
+void ClearYoungList(GcHeap& heap) noexcept {
+  ForEachYoungPage(heap, [&](GcPage* p) { UnlistYoung(heap, p); });
 }
 
 void TrackConstructed(Object* ob) noexcept {
   // fetch_or: the constructor may have set an object flag (a WeakRef to itself), and may even
   // have handed the object to another thread that makes one now. Relaxed: a stop of the world
   // orders this before any collector that reads the bits.
-  GcFlags(ob).fetch_or(uint32_t{kFlagGcHeap} | kGcTracked | kGcYoung, std::memory_order_relaxed);
+  GcFlags(ob).fetch_or(uint32_t{kFlagGcHeap} | kGcTracked, std::memory_order_relaxed);
   GcPage* page = GcPageOf(ob);
-  // Unlisted when a collection promoted the page while the object was being constructed.
+  // Young (mark epoch 0) from now on: its page must be listed. It was listed at the first
+  // allocation from it since the last collection, unless that collection ran during this
+  // construction.
   if (BRC_UNLIKELY(!page->young)) ListYoungPage(*page->heap, page);
 }
 

@@ -14,13 +14,12 @@
 // objects. Objects above 8 KiB (or aligned above 16) get a page of their own.
 //
 // Young pages: a young collection examines only the objects made since the last collection
-// (kGcYoung in their header). So that it need not walk the whole heap to find them, each heap
+// (mark epoch 0 in their header, brc/detail/gc_word.h). So that it need not walk the whole heap to find them, each heap
 // keeps a list of the pages holding such objects: the end of a tracked Make adds the object's
 // page when it is not listed yet (a test of a field on the page's header line, which the
-// allocation touched just before; no atomic, no lock), retiring a page unlists it, and the
-// collector, with the world stopped, clears kGcYoung on the listed pages' objects and empties
-// the lists (PromoteYoung). Invariant: every object with kGcYoung lies in a page on its heap's
-// young list.
+// allocation touched just before; no atomic, no lock), retiring a page unlists it, and each
+// collection, having examined them all, empties the lists (ClearYoungList). Invariant: every
+// constructed tracked object with mark epoch 0 lies in a page on its heap's young list.
 //
 // Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
 // thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
@@ -238,10 +237,10 @@ void ForEachYoungPage(GcHeap& heap, Fn&& fn) {
     p = next;
   }
 }
-// World stopped: promotes the young objects of `heap` (clears kGcYoung) and empties its young
-// list. An object whose construction is still running (a collection its constructor started)
-// is not young yet: TrackConstructed lists its page again. No allocation.
-void PromoteYoung(GcHeap& heap) noexcept;
+// World stopped, after a collection examined every young object: empties `heap`'s young list.
+// An object whose construction is still running (a collection its constructor started) is
+// not young yet: TrackConstructed lists its page again. No allocation.
+void ClearYoungList(GcHeap& heap) noexcept;
 
 // Hook into the collector (lib/collector.cc), called by the allocating thread every
 // kGcAllocBatch tracked allocations, before it allocates: may run an automatic collection.

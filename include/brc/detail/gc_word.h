@@ -3,9 +3,14 @@
 //
 // flags_ (32 bits), shared with the object's own flags (brc/object.h):
 //
-//   bit  0-3     4        5        6         7           8         9 .. 31
-//        object  tracked  young    garbage   finalized   frozen    mark epoch (23 bits)
+//   bit  0-3     4        5         6           7         8 .. 31
+//        object  tracked  garbage   finalized   frozen    mark epoch (24 bits)
 //        flags
+//
+// The mark epoch is the number of the last collection that examined the object (and found it
+// reachable, or garbage): 0 from construction until the first collection examines it, which
+// is what "young" means (no bit of its own, so promotion costs nothing: a collection that
+// examines an object gives it an epoch); 1 after an epoch wrap-around (every 16M collections).
 //
 // The scratch count of a collection (references from other examined objects) lives in the low
 // half of biased_, where the owner id is, while the world is stopped: the collector zeroes it
@@ -20,9 +25,8 @@
 // thread inside a BlockingScope or not attached may not touch counts.
 //
 // Who writes the collector's bits:
-//  * tracked, young: the constructing thread at the end of Make (TrackConstructed, one
-//    fetch_or that also sets kFlagGcHeap); tracked is cleared first thing by Dealloc, young by
-//    the collection that promotes the object.
+//  * tracked: the constructing thread at the end of Make (TrackConstructed, one fetch_or that
+//    also sets kFlagGcHeap); cleared first thing by Dealloc.
 //  * garbage, finalized, frozen, epoch: the collector while the world is stopped (its parallel
 //    marking workers claim the epoch with a CAS); garbage is cleared after the restart with a
 //    fetch_and, since other threads may then set object flags.
@@ -43,13 +47,12 @@ namespace brc::detail {
 
 // (Constants rather than an enum, so that they combine with ObjectFlag bits.)
 inline constexpr uint32_t kGcTracked = 1u << 4;    // constructed, not being destroyed: traced
-inline constexpr uint32_t kGcYoung = 1u << 5;      // made since the last collection
-inline constexpr uint32_t kGcGarbage = 1u << 6;    // in the running collection's garbage set
-inline constexpr uint32_t kGcFinalized = 1u << 7;  // Finalize() has run; sticky: never twice
-inline constexpr uint32_t kGcFrozen = 1u << 8;     // excluded from collections by brc::Freeze()
-inline constexpr uint32_t kGcFlagMask = (1u << 9) - 1;  // every flag, the object's included
-inline constexpr int kGcEpochShift = 9;
-inline constexpr uint32_t kGcEpochLimit = 1u << 23;  // epochs run 1 .. kGcEpochLimit - 1
+inline constexpr uint32_t kGcGarbage = 1u << 5;    // in the running collection's garbage set
+inline constexpr uint32_t kGcFinalized = 1u << 6;  // Finalize() has run; sticky: never twice
+inline constexpr uint32_t kGcFrozen = 1u << 7;     // excluded from collections by brc::Freeze()
+inline constexpr uint32_t kGcFlagMask = (1u << 8) - 1;  // every flag, the object's included
+inline constexpr int kGcEpochShift = 8;
+inline constexpr uint32_t kGcEpochLimit = 1u << 24;  // collections' epochs: 2 .. limit - 1
 
 }  // namespace brc::detail
 
