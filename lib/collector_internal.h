@@ -73,6 +73,9 @@ struct Shared {
   // and those promoted by young collections since (CPython's long_lived_total and _pending).
   uint64_t old_after_full = 0;
   uint64_t promoted_since_full = 0;
+  // Multiplies full_ratio: doubled (up to kMaxFullBackoff) after each full collection that
+  // found (almost) no garbage, back to 1 after one that did (collector_schedule.cc).
+  uint32_t full_backoff = 1;
 };
 Shared& G();
 

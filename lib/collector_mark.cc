@@ -87,30 +87,29 @@ inline uint32_t TakeScratch(Object* ob) noexcept {
   return OwnerOf(biased) - owner;
 }
 
-// The true count (Rc::RefCount, inline: it is read for every candidate), from one load of each
-// half. Immortal and saturated objects read as a count no Trace can reach.
-inline int64_t CountFor(const Object* ob) noexcept {
-  uint32_t local = Rc::Local(ob);
-  int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
-  int32_t count = shared >> kSharedShift;
-  if (local == kLocalImmortal || count >= kSharedSaturationMin) return INT64_MAX;
-  return int64_t{local} + count - ((shared & kStateMask) == kStateQueued ? 1 : 0);
-}
-
 [[noreturn]] void ReportOvercount(Object* ob) {
   ReportMisuse(ob, "a Trace() reports more references to this object than its reference count "
                    "(a Trace visits a reference its object does not hold, or visits one twice)");
 }
 
-// Takes the scratch of a candidate about to be decided: checked for every one, marked already
-// or not, since a Trace that over-reports would otherwise let the collector free an object that
-// is still referenced. Returns the true count.
-inline int64_t Settle(Object* ob, uint32_t* internal_out) noexcept {
-  uint32_t internal = TakeScratch(ob);
-  int64_t count = CountFor(ob);
-  if (BRC_UNLIKELY(count < internal)) ReportOvercount(ob);
-  *internal_out = internal;
-  return count;
+// The mark pass's look at one candidate of a page of thread `tid`'s heap: puts its owner back
+// and returns its true count (Rc::RefCount, inline, from one load of each word; immortal and
+// saturated objects read as a count no Trace can reach) and, in *internal, the references
+// counted from other candidates. Checked for every candidate, marked already or not, since a
+// Trace that over-reports would otherwise let the collector free an object still referenced.
+inline int64_t Settle(Object* ob, uint32_t tid, uint32_t* internal) noexcept {
+  uint64_t biased = Rc::biased(ob).load(std::memory_order_relaxed);
+  int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
+  uint32_t owner = (shared & kStateMask) == kStateMerged ? kNoOwner : tid;
+  uint32_t local = LocalOf(biased);
+  Rc::SetBiased(ob, owner, local);
+  *internal = OwnerOf(biased) - owner;
+  int32_t count = shared >> kSharedShift;
+  int64_t total = local == kLocalImmortal || count >= kSharedSaturationMin
+                      ? INT64_MAX
+                      : int64_t{local} + count - ((shared & kStateMask) == kStateQueued ? 1 : 0);
+  if (BRC_UNLIKELY(total < *internal)) ReportOvercount(ob);
+  return total;
 }
 
 // Walks the candidates of pages [begin, end).
@@ -120,11 +119,32 @@ void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end,
   for (std::size_t i = begin; i < end; ++i) {
     GcPage* p = pages[i];
     uint32_t n = p->bump;
-    for (uint32_t b = 0; b < n; ++b) {
+    for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
       Object* ob = p->object(b);
       uint32_t bits = GcFlagsOf(ob);
       if (!IsCandidate(bits, young)) continue;
       fn(ob, bits);
+    }
+  }
+}
+
+// The mark pass's walk: the candidates, and (in a young collection) those that marking has
+// reached already, which carry this collection's epoch and still hold their scratch. Calls
+// fn(object, bits, tid of the page's heap).
+template <class Fn>
+void ForEachToSettle(const PageList& pages, std::size_t begin, std::size_t end, uint32_t epoch,
+                     Fn&& fn) {
+  bool young = g_young;
+  for (std::size_t i = begin; i < end; ++i) {
+    GcPage* p = pages[i];
+    uint32_t n = p->bump;
+    uint32_t tid = p->heap->tid;
+    for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
+      Object* ob = p->object(b);
+      uint32_t bits = GcFlagsOf(ob);
+      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;
+      if (young && EpochOf(bits) != 0 && EpochOf(bits) != epoch) continue;
+      fn(ob, bits, tid);
     }
   }
 }
@@ -161,23 +181,24 @@ inline bool Claim(Object* ob, uint32_t bits, uint32_t epoch) noexcept {
   }
 }
 
-// Pass 2: mark everything reachable from a root (depth first, explicit stack). A push that
-// finds no memory is remembered (the visitor may not throw) and MarkFrom throws bad_alloc.
+// Pass 2: mark everything reachable from a root (depth first, explicit stack). The stack is a
+// raw range of the worker's vector, grown out of line; a growth that finds no memory is
+// remembered (the visitor may not throw) and MarkFrom throws bad_alloc.
 template <bool kParallel>
 class MarkVisitor final : public Visitor {
  public:
-  MarkVisitor(ObjectList* stack, uint32_t epoch) noexcept
-      : Visitor(&Fn), stack_(stack), epoch_(epoch) {}
+  MarkVisitor(ObjectList* storage, uint32_t epoch) noexcept
+      : Visitor(&Fn), storage_(storage), epoch_(epoch) {
+    if (storage_->empty()) storage_->resize(storage_->capacity());
+    base_ = top_ = storage_->data();
+    limit_ = base_ + storage_->size();
+  }
 
   // `root` is claimed already.
   void MarkFrom(Object* root) {
     ++marked;
     TraceObject(root, *this);
-    while (!stack_->empty()) {
-      Object* ob = stack_->back();
-      stack_->pop_back();
-      TraceObject(ob, *this);
-    }
+    while (top_ != base_) TraceObject(*--top_, *this);
     if (BRC_UNLIKELY(out_of_memory_)) throw std::bad_alloc();
   }
   uint64_t marked = 0;
@@ -188,15 +209,30 @@ class MarkVisitor final : public Visitor {
     uint32_t bits = GcFlagsOf(r);
     if (!IsCandidate(bits, g_young) || !Claim<kParallel>(r, bits, me->epoch_)) return;
     ++me->marked;
-    uint32_t internal;
-    Settle(r, &internal);  // the scan may not have reached it yet
-    try {
-      me->stack_->push_back(r);
-    } catch (const std::bad_alloc&) {
-      me->out_of_memory_ = true;  // its referents stay unmarked: the collection fails
+    if (BRC_LIKELY(me->top_ != me->limit_)) {
+      *me->top_++ = r;
+    } else {
+      me->Grow(r);
     }
   }
-  ObjectList* stack_;
+  // Doubles the stack (at least 1024 entries) and pushes r.
+  [[gnu::noinline]] void Grow(Object* r) noexcept {
+    std::size_t used = static_cast<std::size_t>(top_ - base_);
+    try {
+      storage_->resize(std::max<std::size_t>(1024, 2 * storage_->size()));
+    } catch (const std::bad_alloc&) {
+      out_of_memory_ = true;  // its referents stay unmarked: the collection fails
+      return;
+    }
+    base_ = storage_->data();
+    top_ = base_ + used;
+    limit_ = base_ + storage_->size();
+    *top_++ = r;
+  }
+  ObjectList* storage_;
+  Object** base_;
+  Object** top_;
+  Object** limit_;
   uint32_t epoch_;
   bool out_of_memory_ = false;
 };
@@ -224,8 +260,7 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   std::vector<WorkerState>& ws = *states;
   for (WorkerState& w : ws) {
     w.garbage.clear();
-    w.stack.clear();
-    w.scanned = w.marked = 0;
+    w.scanned = w.marked = 0;  // (w.stack keeps its size: MarkVisitor uses it as raw storage)
   }
   constexpr std::size_t kGrain = 4;  // pages per chunk
 #ifdef BRC_DEBUG
@@ -252,11 +287,11 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     MarkVisitor<kParallel> v(&me.stack, epoch);
-    // In a young collection the scan skips what marking reached first: that is marked, and its
-    // owner is back (MarkVisitor settles it).
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t bits) {
+    // Marking does not read owners, so each candidate is settled here, once, whether marking
+    // reached it before the scan or not.
+    ForEachToSettle(pages, b, e, epoch, [&](Object* ob, uint32_t bits, uint32_t tid) {
       uint32_t internal;
-      int64_t count = Settle(ob, &internal);
+      int64_t count = Settle(ob, tid, &internal);
       // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
       // further up its stack, or the queue could not be merged here). It is no garbage, and
       // what it references stays alive until its destructor runs: treat it as a root, so that
@@ -327,7 +362,7 @@ void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
   // Every object of the pages that this collection examined: the candidates, and, in a young
   // collection, what it marked (no longer young by its flags, but it must be again).
   for (GcPage* p : pages) {
-    for (uint32_t b = 0; b < p->bump; ++b) {
+    for (uint32_t b = young ? p->young_first() : 0; b < p->bump; ++b) {
       Object* ob = p->object(b);
       uint32_t bits = GcFlagsOf(ob);
       bool marked_now = MarkedIn(bits, epoch);

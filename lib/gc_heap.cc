@@ -201,10 +201,13 @@ void TrackConstructed(Object* ob) noexcept {
   // orders this before any collector that reads the bits.
   GcFlags(ob).fetch_or(uint32_t{kFlagGcHeap} | kGcTracked, std::memory_order_relaxed);
   GcPage* page = GcPageOf(ob);
-  // Young (mark epoch 0) from now on: its page must be listed. It was listed at the first
-  // allocation from it since the last collection, unless that collection ran during this
-  // construction.
-  if (BRC_UNLIKELY(!page->young)) ListYoungPage(*page->heap, page);
+  // Young (mark epoch 0) from now on: its page must be listed, with young_low at or below it.
+  if (BRC_UNLIKELY(!page->young)) {
+    ListYoungPage(*page->heap, page);
+    page->young_low = ob;
+  } else if (ob < page->young_low) {
+    page->young_low = ob;
+  }
 }
 
 int GcListFor(std::size_t size, std::size_t align) noexcept {

@@ -17,7 +17,8 @@
 // (mark epoch 0 in their header, brc/detail/gc_word.h). So that it need not walk the whole heap to find them, each heap
 // keeps a list of the pages holding such objects: the end of a tracked Make adds the object's
 // page when it is not listed yet (a test of a field on the page's header line, which the
-// allocation touched just before; no atomic, no lock), retiring a page unlists it, and each
+// allocation touched just before; no atomic, no lock) and keeps the lowest such object's
+// address, so that a young collection walks a page from there; retiring a page unlists it, and each
 // collection, having examined them all, empties the lists (ClearYoungList). Invariant: every
 // constructed tracked object with mark epoch 0 lies in a page on its heap's young list.
 //
@@ -95,6 +96,7 @@ struct alignas(64) GcPage {
   // world is stopped.
   GcPage* young_prev = nullptr;
   GcPage* young_next = nullptr;
+  Object* young_low = nullptr;  // while listed: no young object lies below it
   bool young = false;    // on the young list
   // Large pages only: the link in GcHeap::large_freed, written by the freeing thread before its
   // push.
@@ -104,6 +106,10 @@ struct alignas(64) GcPage {
     return reinterpret_cast<char*>(this) + kGcPageHeader + std::size_t{i} * block_size;
   }
   Object* object(uint32_t i) noexcept { return reinterpret_cast<Object*>(block(i) + obj_offset); }
+  // The first block a young collection looks at: young_low's (listed pages only).
+  uint32_t young_first() noexcept {
+    return static_cast<uint32_t>((reinterpret_cast<char*>(young_low) - block(0)) / block_size);
+  }
 };
 static_assert(sizeof(GcPage) <= kGcPageHeader);
 
