@@ -114,7 +114,7 @@ bool FindGarbage(Collection& c) {
       if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagHasWeakRefs) {
         ClearWeakSlotOf(ob, &c.weak_callbacks);
       }
-      if (ob->type_info()->gc->finalize != nullptr && !(GcFlagsOf(ob) & kGcFinalized)) {
+      if (ob->type_info()->gc->finalize != nullptr && !(GcBitsOf(ob) & kGcFinalized)) {
         GcSetBits(ob, kGcFinalized, 0);  // world stopped
         c.to_finalize.push_back(ob);
       }
@@ -173,7 +173,7 @@ void CheckResurrection(Collection& c) {
     try {
       FindResurrected(garbage);
       auto keep = std::partition(garbage.begin(), garbage.end(),
-                                 [](Object* ob) { return (GcFlagsOf(ob) & kGcGarbage) != 0; });
+                                 [](Object* ob) { return (GcBitsOf(ob) & kGcGarbage) != 0; });
       c.resurrected.assign(keep, garbage.end());
       garbage.erase(keep, garbage.end());
     } catch (const std::bad_alloc&) {
@@ -222,9 +222,8 @@ void ClearAndRelease(Collection& c) {
   DrainQueue(c.self);
   for (Object* ob : garbage) {
     if (Rc::RefCount(ob) > 1) ++c.result.uncollectable;
-    // fetch_and: the world runs, and a thread holding a reference to an uncollectable
-    // member may set an object flag (a new WeakRef) meanwhile.
-    GcFlags(ob).fetch_and(~kGcGarbage, std::memory_order_relaxed);
+    // A plain store: the collector still holds a reference, so no Dealloc writes the bits.
+    GcSetBits(ob, 0, kGcGarbage);
     Rc::DecRef(ob);
   }
   c.result.collected = garbage.size() - c.result.uncollectable;

@@ -30,7 +30,7 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what, absl::FunctionRef<bool(
       detail::ForEachPage(ts->heap, [&](detail::GcPage* p) {
         for (uint32_t b = 0; b < p->bump; ++b) {
           Object* ob = p->object(b);
-          if ((detail::GcFlagsOf(ob) & detail::kGcTracked) && fn(ob)) ++n;
+          if ((detail::GcBitsOf(ob) & detail::kGcTracked) && fn(ob)) ++n;
         }
       });
     });
@@ -42,12 +42,11 @@ absl::StatusOr<uint64_t> ForAllTracked(const char* what, absl::FunctionRef<bool(
 
 absl::StatusOr<uint64_t> Freeze() {
   auto n = ForAllTracked("brc::Freeze", [](Object* ob) {
-    uint32_t bits = detail::GcFlagsOf(ob);
-    if (bits & detail::kGcFrozen) return false;
+    if (detail::GcBitsOf(ob) & detail::kGcFrozen) return false;
     // Frozen objects are in no collection's candidates; unfrozen, they are old (an epoch
-    // that no collection uses: brc/detail/gc_word.h). World stopped: a plain store.
-    if ((bits >> detail::kGcEpochShift) == 0) bits |= 1u << detail::kGcEpochShift;
-    detail::GcFlags(ob).store(bits | detail::kGcFrozen, std::memory_order_relaxed);
+    // that no collection uses: brc/detail/gc_word.h). World stopped: plain stores.
+    if (detail::GcEpochOf(ob) == 0) detail::GcSetEpoch(ob, detail::kGcEpochOld);
+    detail::GcSetBits(ob, detail::kGcFrozen, 0);
     return true;
   });
   if (n.ok()) {
@@ -63,7 +62,7 @@ absl::StatusOr<uint64_t> Freeze() {
 
 absl::StatusOr<uint64_t> Unfreeze() {
   auto n = ForAllTracked("brc::Unfreeze", [](Object* ob) {
-    if (!(detail::GcFlagsOf(ob) & detail::kGcFrozen)) return false;
+    if (!(detail::GcBitsOf(ob) & detail::kGcFrozen)) return false;
     detail::GcSetBits(ob, 0, detail::kGcFrozen);  // world stopped
     return true;
   });
@@ -79,7 +78,7 @@ absl::StatusOr<uint64_t> Unfreeze() {
 
 bool IsTracked(const Object* ob) noexcept {
   const TypeInfo* type = ob->type_info();
-  return type != nullptr && type->gc != nullptr && (detail::GcFlagsOf(ob) & detail::kGcTracked);
+  return type != nullptr && type->gc != nullptr && (detail::GcBitsOf(ob) & detail::kGcTracked);
 }
 
 namespace {
@@ -145,7 +144,7 @@ std::vector<Ref<Object>> GetReferrers(const Object* target) {
     for (detail::GcPage* p : pages) {
       for (uint32_t b = 0; b < p->bump; ++b) {
         Object* ob = p->object(b);
-        uint32_t bits = detail::GcFlagsOf(ob);
+        uint8_t bits = detail::GcBitsOf(ob);
         // Members of a running collection's garbage set are about to be cleared: never hand
         // one out.
         if (!(bits & detail::kGcTracked) || (bits & detail::kGcGarbage)) continue;

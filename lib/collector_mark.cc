@@ -23,8 +23,11 @@
 // count (old objects are not traced), so the young object is a root. The count check is exact:
 // counts are merged (every thread drained its queue, parked owners' queues are merged below),
 // and no thread changes a count while the world is stopped.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -48,12 +51,12 @@ uint32_t g_epoch = 1;
 // Whether the running collection is young. Written like g_epoch.
 bool g_young = false;
 
-inline uint32_t EpochOf(uint32_t bits) noexcept { return bits >> kGcEpochShift; }
-inline bool MarkedIn(uint32_t bits, uint32_t epoch) noexcept { return EpochOf(bits) == epoch; }
-
-// A candidate's collector bits: tracked, not frozen, and never examined in a young collection.
-inline bool IsCandidate(uint32_t bits, bool young) noexcept {
-  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked && (!young || EpochOf(bits) == 0);
+// A candidate: tracked, not frozen, and, in a young collection, never examined (epoch 0).
+inline bool IsCandidate(uint8_t bits, uint16_t epoch, bool young) noexcept {
+  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked && (!young || epoch == 0);
+}
+inline bool IsCandidate(const Object* ob, bool young) noexcept {
+  return IsCandidate(GcBitsOf(ob), GcEpochOf(ob), young);
 }
 
 // ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
@@ -86,6 +89,17 @@ inline uint32_t TakeScratch(Object* ob) noexcept {
   Rc::SetBiased(ob, owner, LocalOf(biased));
   return OwnerOf(biased) - owner;
 }
+
+#ifdef BRC_DEBUG
+// The owner must come back as gc_word.h says, or the collector would hand the object to the
+// wrong thread (and count its references wrong): checked before any scratch is counted.
+void CheckOwnerRestorable(const Object* ob) noexcept {
+  if (BRC_UNLIKELY(Rc::Owner(ob) != OwnerFor(ob))) {
+    ReportMisuse(ob, "internal error: a tracked object's owner is neither the thread of its "
+                     "heap page nor, when its count is merged, none");
+  }
+}
+#endif
 
 [[noreturn]] void ReportOvercount(Object* ob) {
   ReportMisuse(ob, "a Trace() reports more references to this object than its reference count "
@@ -121,16 +135,15 @@ void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end,
     uint32_t n = p->bump;
     for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
       Object* ob = p->object(b);
-      uint32_t bits = GcFlagsOf(ob);
-      if (!IsCandidate(bits, young)) continue;
-      fn(ob, bits);
+      if (!IsCandidate(ob, young)) continue;
+      fn(ob);
     }
   }
 }
 
 // The mark pass's walk: the candidates, and (in a young collection) those that marking has
 // reached already, which carry this collection's epoch and still hold their scratch. Calls
-// fn(object, bits, tid of the page's heap).
+// fn(object, its epoch, tid of the page's heap).
 template <class Fn>
 void ForEachToSettle(const PageList& pages, std::size_t begin, std::size_t end, uint32_t epoch,
                      Fn&& fn) {
@@ -141,10 +154,10 @@ void ForEachToSettle(const PageList& pages, std::size_t begin, std::size_t end, 
     uint32_t tid = p->heap->tid;
     for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
       Object* ob = p->object(b);
-      uint32_t bits = GcFlagsOf(ob);
-      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;
-      if (young && EpochOf(bits) != 0 && EpochOf(bits) != epoch) continue;
-      fn(ob, bits, tid);
+      if ((GcBitsOf(ob) & (kGcTracked | kGcFrozen)) != kGcTracked) continue;
+      uint16_t ob_epoch = GcEpochOf(ob);
+      if (young && ob_epoch != 0 && ob_epoch != epoch) continue;
+      fn(ob, ob_epoch, tid);
     }
   }
 }
@@ -157,41 +170,65 @@ class CountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (IsCandidate(GcFlagsOf(r), g_young)) AddScratch<kParallel>(r);
+    if (IsCandidate(r, g_young)) AddScratch<kParallel>(r);
   }
 };
 
-// Marks `ob` (flags `bits`) reachable in this collection; true if this call did it (and must
-// trace it).
+// Marks `ob` (whose epoch read `seen`) reachable in this collection; true if this call did it
+// (and must trace it).
 template <bool kParallel>
-inline bool Claim(Object* ob, uint32_t bits, uint32_t epoch) noexcept {
-  std::atomic<uint32_t>& f = GcFlags(ob);
+inline bool Claim(Object* ob, uint16_t seen, uint32_t epoch) noexcept {
+  if (seen == epoch) return false;
   if constexpr (kParallel) {
-    while (!MarkedIn(bits, epoch)) {
-      uint32_t marked = (bits & kGcFlagMask) | (epoch << kGcEpochShift);
-      // Relaxed on success and failure: only the epoch field is contended during marking,
-      // and the CAS only picks one claimant; ParallelFor's join publishes the marks.
-      if (f.compare_exchange_weak(bits, marked, std::memory_order_relaxed)) return true;
+    // Relaxed on success and failure: the CAS only picks one claimant among the workers;
+    // ParallelFor's join publishes the marks.
+    std::atomic<uint16_t>& e = Rc::gc_epoch(ob);
+    while (seen != epoch) {
+      if (e.compare_exchange_weak(seen, static_cast<uint16_t>(epoch),
+                                  std::memory_order_relaxed)) {
+        return true;
+      }
     }
     return false;
   } else {
-    if (MarkedIn(bits, epoch)) return false;
-    f.store((bits & kGcFlagMask) | (epoch << kGcEpochShift), std::memory_order_relaxed);
+    GcSetEpoch(ob, epoch);  // serial marking: the only writer
     return true;
   }
 }
 
-// Pass 2: mark everything reachable from a root (depth first, explicit stack). The stack is a
-// raw range of the worker's vector, grown out of line; a growth that finds no memory is
-// remembered (the visitor may not throw) and MarkFrom throws bad_alloc.
+// A marking worker's stack. Its memory comes from mmap, not from the configured Allocator:
+// marking runs while scratch counts hold the owner halves of headers, when no user code may
+// run (brc/detail/gc_word.h). Kept between collections (collection lock).
+struct MarkStack {
+  Object** data = nullptr;
+  std::size_t capacity = 0;  // entries
+
+  // Doubles the capacity (at least 64 Ki entries), keeping the first `used` entries. False
+  // when the memory cannot be had.
+  bool Grow(std::size_t used) noexcept {
+    std::size_t cap = std::max<std::size_t>(std::size_t{1} << 16, 2 * capacity);
+    void* mem = mmap(nullptr, cap * sizeof(Object*), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return false;
+    auto* fresh = static_cast<Object**>(mem);
+    if (used != 0) std::memcpy(fresh, data, used * sizeof(Object*));
+    if (data != nullptr) munmap(data, capacity * sizeof(Object*));
+    data = fresh;
+    capacity = cap;
+    return true;
+  }
+};
+
+// Pass 2: mark everything reachable from a root (depth first, explicit stack). A growth of the
+// stack that finds no memory is remembered (the visitor may not throw) and MarkFrom throws
+// bad_alloc.
 template <bool kParallel>
 class MarkVisitor final : public Visitor {
  public:
-  MarkVisitor(ObjectList* storage, uint32_t epoch) noexcept
-      : Visitor(&Fn), storage_(storage), epoch_(epoch) {
-    if (storage_->empty()) storage_->resize(storage_->capacity());
-    base_ = top_ = storage_->data();
-    limit_ = base_ + storage_->size();
+  MarkVisitor(MarkStack* stack, uint32_t epoch) noexcept
+      : Visitor(&Fn), stack_(stack), epoch_(epoch) {
+    base_ = top_ = stack_->data;
+    limit_ = base_ + stack_->capacity;
   }
 
   // `root` is claimed already.
@@ -206,8 +243,10 @@ class MarkVisitor final : public Visitor {
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
     auto* me = static_cast<MarkVisitor*>(self);
-    uint32_t bits = GcFlagsOf(r);
-    if (!IsCandidate(bits, g_young) || !Claim<kParallel>(r, bits, me->epoch_)) return;
+    uint16_t seen = GcEpochOf(r);
+    if (!IsCandidate(GcBitsOf(r), seen, g_young) || !Claim<kParallel>(r, seen, me->epoch_)) {
+      return;
+    }
     ++me->marked;
     if (BRC_LIKELY(me->top_ != me->limit_)) {
       *me->top_++ = r;
@@ -218,18 +257,16 @@ class MarkVisitor final : public Visitor {
   // Doubles the stack (at least 1024 entries) and pushes r.
   [[gnu::noinline]] void Grow(Object* r) noexcept {
     std::size_t used = static_cast<std::size_t>(top_ - base_);
-    try {
-      storage_->resize(std::max<std::size_t>(1024, 2 * storage_->size()));
-    } catch (const std::bad_alloc&) {
+    if (!stack_->Grow(used)) {
       out_of_memory_ = true;  // its referents stay unmarked: the collection fails
       return;
     }
-    base_ = storage_->data();
+    base_ = stack_->data;
     top_ = base_ + used;
-    limit_ = base_ + storage_->size();
+    limit_ = base_ + stack_->capacity;
     *top_++ = r;
   }
-  ObjectList* storage_;
+  MarkStack* stack_;
   Object** base_;
   Object** top_;
   Object** limit_;
@@ -239,8 +276,7 @@ class MarkVisitor final : public Visitor {
 
 // One per marking worker, on its own cache lines (the counters change per object).
 struct alignas(64) WorkerState {
-  ObjectList stack;
-  ObjectList garbage;
+  MarkStack stack;
   uint64_t scanned = 0;
   uint64_t marked = 0;
 };
@@ -258,27 +294,17 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   std::vector<WorkerState>* states = &states_storage.get();
   if (states->size() < static_cast<std::size_t>(w_count)) states->resize(w_count);
   std::vector<WorkerState>& ws = *states;
-  for (WorkerState& w : ws) {
-    w.garbage.clear();
-    w.scanned = w.marked = 0;  // (w.stack keeps its size: MarkVisitor uses it as raw storage)
-  }
+  for (WorkerState& w : ws) w.scanned = w.marked = 0;
   constexpr std::size_t kGrain = 4;  // pages per chunk
 #ifdef BRC_DEBUG
-  // The owner must come back as gc_word.h says, or the collector would hand the object to the
-  // wrong thread: checked before any scratch is counted.
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
-      if (BRC_UNLIKELY(Rc::Owner(ob) != OwnerFor(ob))) {
-        ReportMisuse(ob, "internal error: a tracked object's owner is neither the thread of its "
-                         "heap page nor, when its count is merged, none");
-      }
-    });
+    ForEachCandidate(pages, b, e, [&](Object* ob) { CheckOwnerRestorable(ob); });
   });
 #endif
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     CountVisitor<kParallel> v;
     uint64_t scanned = 0;
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t) {
+    ForEachCandidate(pages, b, e, [&](Object* ob) {
       ++scanned;
       TraceObject(ob, v);
     });
@@ -289,14 +315,14 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
     MarkVisitor<kParallel> v(&me.stack, epoch);
     // Marking does not read owners, so each candidate is settled here, once, whether marking
     // reached it before the scan or not.
-    ForEachToSettle(pages, b, e, epoch, [&](Object* ob, uint32_t bits, uint32_t tid) {
+    ForEachToSettle(pages, b, e, epoch, [&](Object* ob, uint16_t seen, uint32_t tid) {
       uint32_t internal;
       int64_t count = Settle(ob, tid, &internal);
       // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
       // further up its stack, or the queue could not be merged here). It is no garbage, and
       // what it references stays alive until its destructor runs: treat it as a root, so that
       // none of that is cleared.
-      if ((count > internal || count == 0) && Claim<kParallel>(ob, bits, epoch)) v.MarkFrom(ob);
+      if ((count > internal || count == 0) && Claim<kParallel>(ob, seen, epoch)) v.MarkFrom(ob);
     });
     me.marked += v.marked;
   });
@@ -308,36 +334,32 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
     marked += w.marked;
   }
   if (marked == r.scanned) return r;  // everything reachable: no third pass
-  // The garbage list of the serial case is the reused buffer, sized exactly: growing a vector
-  // of a million entries page-faults its way through fresh memory several times over.
-  // Everything that may allocate happens before the first `take`, so that running out of
-  // memory leaves nothing to undo but the marks (see ResetScratch).
-  prepare(r.scanned - marked);
-  if (!kParallel) {
-    ws[0].garbage = std::move(*reuse);
-    ws[0].garbage.reserve(r.scanned - marked);
-  }
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
-    WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    ForEachCandidate(pages, b, e, [&](Object* ob, uint32_t bits) {
-      if (MarkedIn(bits, epoch)) return;
+  // Pass 3. The garbage list is the reused buffer, sized exactly (growing a vector of a million
+  // entries page-faults its way through fresh memory several times over); the workers fill it
+  // through an atomic cursor. Everything that may allocate (and so run an Allocator) happens
+  // before it, so that running out of memory leaves nothing to undo but the marks (see
+  // ResetScratch), and every owner is back by now (pass 2 settled every candidate).
+  std::size_t expected = r.scanned - marked;
+  prepare(expected);
+  r.garbage = std::move(*reuse);
+  r.garbage.resize(expected);
+  std::atomic<std::size_t> cursor{0};
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
+    ForEachCandidate(pages, b, e, [&](Object* ob) {
+      if (GcEpochOf(ob) == epoch) return;
+      // Relaxed: a slot index; the join publishes the stores.
+      std::size_t slot = cursor.fetch_add(1, std::memory_order_relaxed);
+      // More than pass 2 left unmarked cannot be (no object is made or freed while the world
+      // is stopped); should it happen, the extra one is not garbage this time.
+      if (slot >= expected) return;
       // Garbage; it carries the epoch too, so that it is old if it survives. World stopped.
-      GcFlags(ob).store((bits & kGcFlagMask) | kGcGarbage | (epoch << kGcEpochShift),
-                        std::memory_order_relaxed);
-      me.garbage.push_back(ob);
+      GcSetBits(ob, kGcGarbage, 0);
+      GcSetEpoch(ob, epoch);
+      r.garbage[slot] = ob;
       if constexpr (!kParallel) take(ob);
     });
   });
-  if constexpr (kParallel) {
-    r.garbage = std::move(*reuse);
-    r.garbage.reserve(r.scanned - marked);  // before any take: see above
-    for (int i = 0; i < w_count; ++i) {
-      ObjectList& part = ws[static_cast<std::size_t>(i)].garbage;
-      r.garbage.insert(r.garbage.end(), part.begin(), part.end());
-    }
-  } else {
-    r.garbage = std::move(ws[0].garbage);
-  }
+  r.garbage.resize(std::min(expected, cursor.load(std::memory_order_relaxed)));
   if constexpr (kParallel) {
     for (Object* ob : r.garbage) take(ob);
   }
@@ -364,29 +386,28 @@ void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
   for (GcPage* p : pages) {
     for (uint32_t b = young ? p->young_first() : 0; b < p->bump; ++b) {
       Object* ob = p->object(b);
-      uint32_t bits = GcFlagsOf(ob);
-      bool marked_now = MarkedIn(bits, epoch);
-      if (!IsCandidate(bits, young) && !((bits & kGcTracked) && marked_now)) continue;
+      uint8_t bits = GcBitsOf(ob);
+      bool marked_now = GcEpochOf(ob) == epoch;
+      if (!IsCandidate(ob, young) && !((bits & kGcTracked) && marked_now)) continue;
       TakeScratch(ob);  // idempotent: right whether or not its scratch was in use
-      bits &= ~kGcGarbage;
-      if (young && marked_now) bits &= kGcFlagMask;  // young again
-      GcFlags(ob).store(bits, std::memory_order_relaxed);
+      GcSetBits(ob, 0, kGcGarbage);
+      if (young && marked_now) GcSetEpoch(ob, 0);  // young again
     }
   }
 }
 
+uint32_t RunningCollectionEpoch() noexcept { return g_epoch; }
+
 uint32_t NextEpoch() noexcept {
   if (++g_epoch < kGcEpochLimit) return g_epoch;
-  // Wrap-around (every 8M collections): every examined object's mark becomes 1, so that no
-  // stale mark can read as current and no old object reads as young. Walks the heaps
-  // directly: no allocation.
+  // Wrap-around (every 65,534 collections): every examined object's mark becomes
+  // kGcEpochOld, so that no stale mark can read as current and no old object reads as young.
+  // Walks the heaps directly: no allocation.
   ForEachThreadState([](ThreadState* ts) {
     ForEachPage(ts->heap, [](GcPage* p) {
       for (uint32_t b = 0; b < p->bump; ++b) {
         Object* ob = p->object(b);
-        uint32_t bits = GcFlagsOf(ob);
-        if (EpochOf(bits) == 0) continue;  // young: stays young
-        GcFlags(ob).store((bits & kGcFlagMask) | (1u << kGcEpochShift), std::memory_order_relaxed);
+        if (GcEpochOf(ob) != 0) GcSetEpoch(ob, kGcEpochOld);  // young ones stay young
       }
     });
   });
@@ -479,7 +500,7 @@ class GarbageCountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (GcFlagsOf(r) & kGcGarbage) AddScratch<false>(r);
+    if (GcBitsOf(r) & kGcGarbage) AddScratch<false>(r);
   }
 };
 
@@ -489,7 +510,7 @@ class ResurrectVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor* self, Object* r) noexcept {
-    if (!(GcFlagsOf(r) & kGcGarbage)) return;
+    if (!(GcBitsOf(r) & kGcGarbage)) return;
     GcSetBits(r, 0, kGcGarbage);  // world stopped
     static_cast<ResurrectVisitor*>(self)->stack_->push_back(r);
   }
@@ -499,7 +520,14 @@ class ResurrectVisitor final : public Visitor {
 }  // namespace
 
 void FindResurrected(const ObjectList& garbage) {
-  // Every member's owner is back however this ends (the stack below may run out of memory).
+  // Each member is pushed at most once (its kGcGarbage is cleared first): reserved before any
+  // scratch is counted, so that the Allocator (user code) never runs while one is in use.
+  ObjectList stack;
+  stack.reserve(garbage.size());
+#ifdef BRC_DEBUG
+  for (Object* ob : garbage) CheckOwnerRestorable(ob);
+#endif
+  // Every member's owner is back however this ends.
   struct Restore {
     const ObjectList& garbage;
     ~Restore() {
@@ -508,10 +536,9 @@ void FindResurrected(const ObjectList& garbage) {
   } restore{garbage};
   GarbageCountVisitor count;
   for (Object* ob : garbage) TraceObject(ob, count);
-  ObjectList stack;
   ResurrectVisitor mark(&stack);
   for (Object* ob : garbage) {
-    if (!(GcFlagsOf(ob) & kGcGarbage)) continue;  // already resurrected through another member
+    if (!(GcBitsOf(ob) & kGcGarbage)) continue;  // already resurrected through another member
     // The references from other members, counted on the owner id as the base.
     uint32_t internal = OwnerOf(Rc::biased(ob).load(std::memory_order_relaxed)) - OwnerFor(ob);
     int64_t outside = Rc::RefCount(ob) - 1 - internal;

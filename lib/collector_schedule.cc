@@ -62,6 +62,8 @@ constinit thread_local Context t_context = Context::kNone;
 constinit thread_local const TypeInfo* t_context_type = nullptr;
 constinit thread_local bool t_collector_stopped = false;
 
+bool CollectorStoppedOnThisThread() noexcept { return t_collector_stopped; }
+
 // ---- error reports ----
 
 void ReportErrorRaw(const char* what) noexcept {

@@ -49,6 +49,8 @@ void Quarantine(Object* ob, void* mem, const TypeInfo* type) noexcept {
   Rc::SetBiased(ob, kNoOwner, 0);
   Rc::shared(ob).store(kStateMerged, std::memory_order_relaxed);
   Rc::flags(ob).store(kFlagFreed, std::memory_order_relaxed);
+  Rc::gc_bits(ob).store(0, std::memory_order_relaxed);  // not tracked: walks skip it
+  Rc::gc_epoch(ob).store(0, std::memory_order_relaxed);
   Entry evicted;
   {
     QuarantineRing& q = Ring();

@@ -182,8 +182,9 @@ char* AllocateLarge(GcHeap& heap, std::size_t size, std::size_t align) {
 
 }  // namespace
 
-void ListYoungPage(GcHeap& heap, GcPage* p) noexcept {
+void ListYoungPage(GcHeap& heap, GcPage* p, Object* first) noexcept {
   p->young = true;
+  p->young_low = first;
   p->young_prev = nullptr;
   p->young_next = heap.young;
   if (heap.young != nullptr) heap.young->young_prev = p;
@@ -196,15 +197,20 @@ void ClearYoungList(GcHeap& heap) noexcept {
 }
 
 void TrackConstructed(Object* ob) noexcept {
-  // fetch_or: the constructor may have set an object flag (a WeakRef to itself), and may even
-  // have handed the object to another thread that makes one now. Relaxed: a stop of the world
-  // orders this before any collector that reads the bits.
-  GcFlags(ob).fetch_or(uint32_t{kFlagGcHeap} | kGcTracked, std::memory_order_relaxed);
+  // A plain store (gc_word.h): the bits are 0 since the constructor, and no collection writes
+  // them while this thread runs. Relaxed: a stop of the world orders this before any collector
+  // that reads them.
+  Rc::gc_bits(ob).store(kGcTracked, std::memory_order_relaxed);
+  // Made by an allocator that a collection called with the world stopped: not part of that
+  // collection (it is marked as reached by it), old afterwards.
+  if (BRC_UNLIKELY(CollectorStoppedOnThisThread())) {
+    GcSetEpoch(ob, RunningCollectionEpoch());
+    return;
+  }
   GcPage* page = GcPageOf(ob);
   // Young (mark epoch 0) from now on: its page must be listed, with young_low at or below it.
   if (BRC_UNLIKELY(!page->young)) {
-    ListYoungPage(*page->heap, page);
-    page->young_low = ob;
+    ListYoungPage(*page->heap, page, ob);
   } else if (ob < page->young_low) {
     page->young_low = ob;
   }
@@ -308,8 +314,10 @@ void FreeLeafBlock(void* mem) noexcept {
 
 void FreeTrackedBlock(void* object_start) noexcept {
   auto* ob = static_cast<Object*>(object_start);
-  // The object is dead: nobody else writes its flags. A stopped collector now skips the block.
-  GcFlags(ob).store(0, std::memory_order_relaxed);
+  // The object is dead: nobody else writes its header. A stopped collector now skips the block.
+  Rc::flags(ob).store(0, std::memory_order_relaxed);
+  Rc::gc_bits(ob).store(0, std::memory_order_relaxed);
+  GcSetEpoch(ob, 0);
   ThreadState* ts = t_state;
   FreeBlock(GcPageOf(ob), object_start, ts != nullptr ? &ts->heap : nullptr);
 }

@@ -144,15 +144,21 @@ inline GcPage* GcPageOf(const Object* ob) noexcept {
   return reinterpret_cast<GcPage*>(reinterpret_cast<uintptr_t>(ob) & ~(kGcPageSize - 1));
 }
 
-// The collector's bits of an object in this heap (brc/detail/gc_word.h).
-inline std::atomic<uint32_t>& GcFlags(Object* ob) noexcept { return Rc::flags(ob); }
-inline uint32_t GcFlagsOf(const Object* ob) noexcept {
-  return Rc::flags(ob).load(std::memory_order_relaxed);
+// The collector's bits and mark epoch of an object (brc/detail/gc_word.h). Relaxed loads and
+// stores: their writers never overlap (gc_word.h says who they are).
+inline uint8_t GcBitsOf(const Object* ob) noexcept {
+  return Rc::gc_bits(ob).load(std::memory_order_relaxed);
 }
-// A plain update of the bits; only where no other thread can write them (see gc_word.h).
-inline void GcSetBits(Object* ob, uint32_t set, uint32_t clear) noexcept {
-  std::atomic<uint32_t>& f = Rc::flags(ob);
-  f.store((f.load(std::memory_order_relaxed) & ~clear) | set, std::memory_order_relaxed);
+inline void GcSetBits(Object* ob, uint8_t set, uint8_t clear) noexcept {
+  std::atomic<uint8_t>& f = Rc::gc_bits(ob);
+  f.store(static_cast<uint8_t>((f.load(std::memory_order_relaxed) & ~clear) | set),
+          std::memory_order_relaxed);
+}
+inline uint16_t GcEpochOf(const Object* ob) noexcept {
+  return Rc::gc_epoch(ob).load(std::memory_order_relaxed);
+}
+inline void GcSetEpoch(Object* ob, uint32_t epoch) noexcept {
+  Rc::gc_epoch(ob).store(static_cast<uint16_t>(epoch), std::memory_order_relaxed);
 }
 
 // Calls fn(page) for every page of `heap`. World stopped (or the heap's owner).
@@ -232,8 +238,12 @@ uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;
 struct ThreadState;
 void SweepOwnHeaps(ThreadState* ts) noexcept;
 
-// Puts `p` on its heap's young list. Owner thread only.
-void ListYoungPage(GcHeap& heap, GcPage* p) noexcept;
+// Puts `p` on its heap's young list, with `first` its lowest young object. Owner thread only.
+void ListYoungPage(GcHeap& heap, GcPage* p, Object* first) noexcept;
+// For TrackConstructed (lib/collector_schedule.cc, lib/collector_mark.cc): whether this thread
+// holds the world stopped for a collection, and that collection's mark epoch.
+bool CollectorStoppedOnThisThread() noexcept;
+uint32_t RunningCollectionEpoch() noexcept;
 // Calls fn(page) for every page on `heap`'s young list. World stopped (or the heap's owner).
 template <class Fn>
 void ForEachYoungPage(GcHeap& heap, Fn&& fn) {

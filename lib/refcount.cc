@@ -341,9 +341,9 @@ void Rc::Dealloc(Object* ob) noexcept {
   // A dying object leaves the collector's view before anything else happens to it: a
   // collection that a destructor triggers must not trace it (or its deferred-list header).
   if (type->gc != nullptr) {
-    // A plain update: at count zero no other thread writes the flags (brc/detail/gc_word.h).
-    uint32_t bits = ob->flags_.load(std::memory_order_relaxed);
-    ob->flags_.store(bits & ~kGcTracked, std::memory_order_relaxed);
+    // A plain update: at count zero no other thread writes the bits (brc/detail/gc_word.h).
+    uint8_t bits = ob->gc_bits_.load(std::memory_order_relaxed);
+    ob->gc_bits_.store(static_cast<uint8_t>(bits & ~kGcTracked), std::memory_order_relaxed);
     if (bits & kGcFrozen) OnFrozenObjectFreed();
   }
   // First make the object unreachable through weak references (no user code, no allocation).

@@ -28,7 +28,9 @@ void SetCountsForTesting(Object* ob, uint32_t local, int32_t shared_count, Share
   if (shared_count < -(1 << 29) || shared_count >= (1 << 29)) {
     detail::ReportMisuse(ob, "SetCountsForTesting: shared_count does not fit in 30 bits");
   }
-  Rc::SetBiased(ob, Rc::Owner(ob), local);  // the owner half is kept
+  // The owner half is kept, but for a merged state, which has no owner (brc/object.h; the
+  // collector relies on it, brc/detail/gc_word.h).
+  Rc::SetBiased(ob, state == kStateMerged ? detail::kNoOwner : Rc::Owner(ob), local);
   // Release: a thread that later reads the counts through an acquire sees both halves.
   Rc::shared(ob).store(static_cast<int32_t>(static_cast<uint32_t>(shared_count) << kSharedShift) |
                            state,

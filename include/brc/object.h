@@ -7,9 +7,9 @@
 //
 //   byte  0       8                     16                    20         24
 //         +-------+---------------------+---------------------+----------+
-//         | type_ | biased_             | shared_             | flags_   |
-//         | ptr   | uint64: local<<32 | | int32: count<<2|st  | uint32   |
-//         |       |         owner       |                     |          |
+//         | type_ | biased_             | shared_             | flags_ 8 |
+//         | ptr   | uint64: local<<32 | | int32: count<<2|st  | gc_bits 8|
+//         |       |         owner       |                     | epoch 16 |
 //         +-------+---------------------+---------------------+----------+
 //
 // The owner id and the local count share one 64-bit word (the "biased" word; below, owner =
@@ -98,13 +98,12 @@ constexpr uint64_t Biased(uint32_t owner, uint32_t local) noexcept {
 }
 }  // namespace detail
 
-// Bits of Object::flags_. The low four are the object's own; bits 4-8 and the mark epoch above
-// them are the cycle collector's, used only in objects of tracked types (brc/detail/gc_word.h
-// has their layout and rules).
-enum ObjectFlag : uint32_t {
+// Bits of Object::flags_ (the collector's own state is in gc_bits_ and gc_epoch_: see
+// brc/detail/gc_word.h).
+enum ObjectFlag : uint8_t {
   kFlagHasWeakRefs = 1u << 0,  // a weak slot exists in the weak table (brc/weak_ref.h)
   kFlagFreed = 1u << 1,        // BRC_DEBUG: the object was freed and sits in the quarantine
-  kFlagGcHeap = 1u << 2,       // a tracked type: it lives in the collector's heap
+  // (bit 2 is free)
   // Its true count reached zero while a merge-queue entry (or the collector's final drop)
   // still holds the last counted reference: it is dead and only waits to be freed, so
   // try-incref (WeakRef::Lock) refuses it. Set before the count is published as merged.
@@ -129,7 +128,11 @@ class Object {
   // The creating thread owns the object and holds its first reference (adopted by Make, which
   // has checked that the thread is attached). Nothing is shared yet, so relaxed is enough.
   Object() noexcept
-      : biased_(detail::Biased(detail::tls_tid, 1)), shared_(0), flags_(0) {}
+      : biased_(detail::Biased(detail::tls_tid, 1)),
+        shared_(0),
+        flags_(0),
+        gc_bits_(0),
+        gc_epoch_(0) {}
   ~Object() = default;
 
  private:
@@ -149,8 +152,13 @@ class Object {
   std::atomic<uint64_t> biased_;
   // Shared word: (count << 2) | state. Any thread, atomic read-modify-write.
   std::atomic<int32_t> shared_;
-  // ObjectFlag bits: any thread, atomic fetch_or. The collector's bits: see brc/detail/gc_word.h.
-  std::atomic<uint32_t> flags_;
+  // ObjectFlag bits. Any thread, atomic fetch_or.
+  std::atomic<uint8_t> flags_;
+  // The cycle collector's bits and mark epoch, in tracked objects (brc/detail/gc_word.h says who
+  // writes them: never two threads at once, so relaxed loads and stores; a word apart from
+  // flags_, whose fetch_or from any thread would otherwise race with those stores).
+  std::atomic<uint8_t> gc_bits_;
+  std::atomic<uint16_t> gc_epoch_;
 };
 
 static_assert(sizeof(void*) == 8, "brc's header layout assumes a 64-bit target");
@@ -158,6 +166,8 @@ static_assert(sizeof(Object) == 24, "the object header must stay at 24 bytes");
 static_assert(alignof(Object) == 8);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<uint16_t>::is_always_lock_free);
+static_assert(std::atomic<uint8_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
 static_assert(kSharedSaturated > kSharedSaturationMin && kSharedSaturated < (1 << 29));
 

@@ -241,6 +241,14 @@ Ref<T> Make(Args&&... args) {
     }
     throw;
   }
+  if constexpr (kTracked) {
+    // The collector finds the header at the start of each block (README "What you must do":
+    // brc::Object first). Folds to nothing when it holds.
+    if (BRC_UNLIKELY(static_cast<void*>(static_cast<Object*>(t)) != mem)) {
+      detail::ReportMisuseOfType(static_cast<Object*>(t), detail::kTypeInfoFor<T>.name,
+                                 "brc::Object must be the first base class of a tracked type");
+    }
+  }
   detail::Rc::SetType(static_cast<Object*>(t), &detail::kTypeInfoFor<T>);
   // Only now, fully constructed and typed, does the collector see it.
   if constexpr (kTracked) detail::TrackConstructed(static_cast<Object*>(t));

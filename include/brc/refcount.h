@@ -131,7 +131,11 @@ struct Rc {
   // Raw access for brc/testing.h and the weak-reference table.
   static std::atomic<uint64_t>& biased(Object* ob) { return ob->biased_; }
   static std::atomic<int32_t>& shared(Object* ob) { return ob->shared_; }
-  static std::atomic<uint32_t>& flags(Object* ob) { return ob->flags_; }
+  static std::atomic<uint8_t>& flags(Object* ob) { return ob->flags_; }
+  static std::atomic<uint8_t>& gc_bits(Object* ob) { return ob->gc_bits_; }
+  static std::atomic<uint16_t>& gc_epoch(Object* ob) { return ob->gc_epoch_; }
+  static const std::atomic<uint8_t>& gc_bits(const Object* ob) { return ob->gc_bits_; }
+  static const std::atomic<uint16_t>& gc_epoch(const Object* ob) { return ob->gc_epoch_; }
   static const std::atomic<uint64_t>& biased(const Object* ob) { return ob->biased_; }
   // Relaxed loads of one half (see Object::biased_ for who may write it).
   static uint32_t Owner(const Object* ob) {
@@ -145,7 +149,7 @@ struct Rc {
     ob->biased_.store(Biased(owner, local), std::memory_order_relaxed);
   }
   static const std::atomic<int32_t>& shared(const Object* ob) { return ob->shared_; }
-  static const std::atomic<uint32_t>& flags(const Object* ob) { return ob->flags_; }
+  static const std::atomic<uint8_t>& flags(const Object* ob) { return ob->flags_; }
   static void CheckLayout();
 };
 
