@@ -20,12 +20,15 @@
 //    it starts an automatic collection when the schedule says so and nobody else is collecting.
 //
 // Invariants:
-//  * Outside a collection every tracked object has refs == 0 and no kGcGarbage; its mark
-//    epoch is older than the next collection's.
+//  * Outside a collection's stops every tracked object's owner half holds its owner (the
+//    scratch counts are put back), it has no kGcGarbage, and its mark epoch is 0 (young) or
+//    older than the next collection's.
 //  * An object with kGcTracked is fully constructed and not being destroyed (Make sets it last,
 //    Dealloc clears it first), so Trace may run on it while the world is stopped.
-//  * A young collection reads, and never writes, the collector word of an object outside the
-//    young set: old objects keep refs == 0, their marks and their flags.
+//  * A young collection reads, and never writes, the collector state of an object outside the
+//    young set: old objects keep their owner, their marks and their bits.
+//  * No user code (an Allocator) runs while a scratch count is in use (gc_word.h): what the
+//    stops allocate is allocated before the counting or after every owner is back.
 //  * The collector holds one strong reference on every object of its garbage set from the
 //    first stop until the end, so none of them is freed while it works on them.
 //  * kGcFinalized is set, with the world stopped, before Finalize() runs and never cleared.

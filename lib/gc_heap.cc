@@ -121,7 +121,7 @@ GcPage* NewPage(GcHeap& heap, int list, std::size_t bytes, uint32_t block_size,
 // Moves every remotely freed block of `p` to its local list. Owner or stopped collector.
 void ReclaimRemote(GcPage* p) noexcept {
   // Acquire pairs with the release CAS of each push: the freeing threads' writes (the cleared
-  // collector word, the link) are visible before the blocks are reused.
+  // zeroed header flags, the link) are visible before the blocks are reused.
   GcFreeBlock* list = p->remote_free.exchange(nullptr, std::memory_order_acquire);
   while (list != nullptr) {
     GcFreeBlock* next = list->next;
@@ -261,7 +261,7 @@ void* AllocateLeaf(std::size_t size) {
   ThreadState* ts = t_state;
   BRC_CHECK(ts != nullptr, "object allocation on a thread that is not attached");
   GcHeap& heap = ts->leaf_heap;
-  // Leaf blocks have no collector word: the object starts at the block (16-aligned).
+  // The object starts at the block (16-aligned).
   int list = GcLeafListFor(size);
   GcPage* head = heap.lists[list];
   char* ob;

@@ -27,7 +27,7 @@
 // (reclaims remote frees, returns empty pages). A heap outlives its thread, like the id, and
 // the next thread bound to the id adopts it.
 //
-// The same page machinery, without collector words, is each thread's heap for leaf (untracked)
+// The same page machinery is each thread's heap for leaf (untracked)
 // objects when the built-in default allocator is in use ("leaf heap": AllocateLeaf below); the
 // collector never walks it, it only sweeps it.
 //

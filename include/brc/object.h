@@ -59,8 +59,8 @@ struct TypeInfo {
   uint32_t align;         // alignof the most-derived type
   // Runs the most-derived destructor and returns the start of the allocation.
   void* (*destroy)(Object* ob) noexcept;
-  // Non-null for tracked container types: their instances live in the collector's heap with an
-  // 8-byte collector word in front of the header (lib/gc_heap.h).
+  // Non-null for tracked container types: their instances live in the collector's heap, with
+  // the collector's state in their header (brc/detail/gc_word.h).
   const GcOps* gc;
 };
 

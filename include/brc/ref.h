@@ -97,7 +97,7 @@ inline constexpr TypeInfo kTypeInfoFor = {
 };
 
 // The collector's heap (lib/gc_heap.cc). AllocateTracked may first run an automatic collection
-// (brc/collector.h); it returns where the object goes, with a collector word in front of it.
+// (brc/collector.h); it returns where the object goes, at the start of a heap block.
 void* AllocateTracked(std::size_t size, std::size_t align);
 void FreeTrackedStorage(void* object_start) noexcept;
 // The end of a tracked Make: the object is constructed and typed; from now on the collector

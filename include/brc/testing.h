@@ -50,7 +50,7 @@ uint64_t LeafHeapPagesForTesting();
 bool LeafHeapEnabledForTesting();
 
 // Bytes a tracked object of `size` bytes and alignment `align` occupies in the collector's heap
-// (its block: collector word, header and fields, rounded to the size class); 0 when it gets a
+// (its block: header and fields, rounded to the size class); 0 when it gets a
 // page of its own.
 std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align);
 
