@@ -335,7 +335,7 @@ TEST_CASE("Young collections find the same garbage with 1 and 2 marking workers"
   Must(brc::Collect());  // the last round's leftovers, while its counter is alive
 }
 
-TEST_CASE("Finalizers and callbacks of a young collection may not collect; Clear() may allocate",
+TEST_CASE("Finalizers and callbacks of a young collection may not collect, and Clear() may allocate",
           "[collector][young][reentrancy]") {
   brc::ThreadScope attach;
   Manual manual;
