@@ -105,7 +105,7 @@ TEST_CASE("A dropped three-node ring lives until a collection frees it", "[colle
   CHECK(r.total_time >= r.time_stopped);
 }
 
-TEST_CASE("Leaf types are not tracked; tracked ones are until they die", "[collector]") {
+TEST_CASE("Leaf types are not tracked, tracked ones are until they die", "[collector]") {
   brc::ThreadScope attach;
   std::atomic<int> destroyed{0};
   brc::Ref<brc_test::Counted> leaf = brc::Make<brc_test::Counted>(&destroyed);

@@ -181,7 +181,7 @@ TEST_CASE("non-owner increments and decrements use the shared word", "[refcount]
   CHECK(GetCounts(a.get()).state == brc::kStateDefault);
 }
 
-TEST_CASE("a non-owner decrement below zero queues the object; the owner's safepoint merges "
+TEST_CASE("a non-owner decrement below zero queues the object, and the owner's safepoint merges "
           "and frees it",
           "[refcount][threads]") {
   brc::ThreadScope attach;

@@ -6,7 +6,7 @@
 
 #include "test_util.h"
 
-TEST_CASE("attached threads get distinct non-zero ids; unattached threads report 0", "[thread]") {
+TEST_CASE("attached threads get distinct non-zero ids, unattached threads report 0", "[thread]") {
   CHECK_FALSE(brc::IsAttached());
   CHECK(brc::CurrentThreadId() == 0);
   constexpr int kThreads = 6;

@@ -196,7 +196,7 @@ TEST_CASE("Statistics count young and full collections apart", "[collector][youn
   CHECK(after.collected == before.collected + 2);
 }
 
-TEST_CASE("Frozen objects are in no young collection; unfrozen, they are old",
+TEST_CASE("Frozen objects are in no young collection, and unfrozen they are old",
           "[collector][young]") {
   brc::ThreadScope attach;
   Manual manual;
