@@ -279,6 +279,7 @@ struct alignas(64) WorkerState {
   MarkStack stack;
   uint64_t scanned = 0;
   uint64_t marked = 0;
+  std::size_t next = 0, end = 0;  // pass 3: the worker's chunk of the garbage list
 };
 
 // Mark with one worker (serial) or several (parallel); see Mark below. With one worker,
@@ -294,7 +295,10 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   std::vector<WorkerState>* states = &states_storage.get();
   if (states->size() < static_cast<std::size_t>(w_count)) states->resize(w_count);
   std::vector<WorkerState>& ws = *states;
-  for (WorkerState& w : ws) w.scanned = w.marked = 0;
+  for (WorkerState& w : ws) {
+    w.scanned = w.marked = 0;
+    w.next = w.end = 0;
+  }
   constexpr std::size_t kGrain = 4;  // pages per chunk
 #ifdef BRC_DEBUG
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
@@ -334,32 +338,41 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
     marked += w.marked;
   }
   if (marked == r.scanned) return r;  // everything reachable: no third pass
-  // Pass 3. The garbage list is the reused buffer, sized exactly (growing a vector of a million
-  // entries page-faults its way through fresh memory several times over); the workers fill it
-  // through an atomic cursor. Everything that may allocate (and so run an Allocator) happens
-  // before it, so that running out of memory leaves nothing to undo but the marks (see
-  // ResetScratch), and every owner is back by now (pass 2 settled every candidate).
+  // Pass 3. The garbage list is the reused buffer, sized before the pass (growing a vector of
+  // a million entries page-faults its way through fresh memory several times over): workers
+  // claim chunks of it through an atomic cursor (each worker one chunk at a time, across the
+  // page ranges it is given) and leave the unused tail of their last chunk null. Everything
+  // that may allocate (and so run an Allocator) happens before the pass, so that running out
+  // of memory leaves nothing to undo but the marks (see ResetScratch), and every owner is back
+  // by now (pass 2 settled every candidate).
   std::size_t expected = r.scanned - marked;
+  constexpr std::size_t kChunk = 512;
+  std::size_t room = kParallel ? expected + kChunk * static_cast<std::size_t>(w_count) : expected;
   prepare(expected);
   r.garbage = std::move(*reuse);
-  r.garbage.resize(expected);
+  r.garbage.assign(room, nullptr);
   std::atomic<std::size_t> cursor{0};
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
+  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
+    WorkerState& me = ws[static_cast<std::size_t>(worker)];
     ForEachCandidate(pages, b, e, [&](Object* ob) {
       if (GcEpochOf(ob) == epoch) return;
-      // Relaxed: a slot index; the join publishes the stores.
-      std::size_t slot = cursor.fetch_add(1, std::memory_order_relaxed);
+      if (me.next == me.end) {
+        std::size_t want = kParallel ? kChunk : room;
+        // Relaxed: slot indices; the join publishes the stores.
+        me.next = cursor.fetch_add(want, std::memory_order_relaxed);
+        me.end = std::min(room, me.next + want);
+      }
       // More than pass 2 left unmarked cannot be (no object is made or freed while the world
       // is stopped); should it happen, the extra one is not garbage this time.
-      if (slot >= expected) return;
+      if (me.next >= me.end) return;
       // Garbage; it carries the epoch too, so that it is old if it survives. World stopped.
       GcSetBits(ob, kGcGarbage, 0);
       GcSetEpoch(ob, epoch);
-      r.garbage[slot] = ob;
+      r.garbage[me.next++] = ob;
       if constexpr (!kParallel) take(ob);
     });
   });
-  r.garbage.resize(std::min(expected, cursor.load(std::memory_order_relaxed)));
+  r.garbage.erase(std::remove(r.garbage.begin(), r.garbage.end(), nullptr), r.garbage.end());
   if constexpr (kParallel) {
     for (Object* ob : r.garbage) take(ob);
   }
