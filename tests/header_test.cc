@@ -23,19 +23,8 @@ struct HNode : brc::Object {
   brc::Ref<HNode> next;
 };
 
-struct Manual {
-  Manual() { brc::DisableCollector(); }
-  ~Manual() {
-    brc::EnableCollector();
-    (void)brc::SetCollectorConfig({});
-  }
-};
-
-brc::CollectResult Must(absl::StatusOr<brc::CollectResult> r) {
-  INFO(r.status().ToString());
-  REQUIRE(r.ok());
-  return *r;
-}
+using brc_test::Manual;
+using brc_test::Must;
 
 TEST_CASE("Every owner comes back after young and full collections", "[collector][header]") {
   brc::ThreadScope attach;

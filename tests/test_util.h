@@ -40,6 +40,23 @@ struct Node : brc::Object {
   brc::Ref<Node> next;
 };
 
+// Automatic collections off for a collector test (explicit ones still run); on again, with the
+// default configuration, after it.
+struct Manual {
+  Manual() { brc::DisableCollector(); }
+  ~Manual() {
+    brc::EnableCollector();
+    (void)brc::SetCollectorConfig({});
+  }
+};
+
+// The result of a collection that must succeed.
+inline brc::CollectResult Must(absl::StatusOr<brc::CollectResult> r) {
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return *r;
+}
+
 // Catch2 v2 assertions are not thread-safe: worker threads that run concurrently record
 // failures here, and the test's own thread checks the count after joining them.
 struct WorkerFailures {

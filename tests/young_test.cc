@@ -42,19 +42,8 @@ struct YNode : brc::Object {
   brc::Ref<YNode> b;
 };
 
-struct Manual {
-  Manual() { brc::DisableCollector(); }
-  ~Manual() {
-    brc::EnableCollector();
-    (void)brc::SetCollectorConfig({});
-  }
-};
-
-brc::CollectResult Must(absl::StatusOr<brc::CollectResult> r) {
-  INFO(r.status().ToString());
-  REQUIRE(r.ok());
-  return *r;
-}
+using brc_test::Manual;
+using brc_test::Must;
 
 // A dropped two-node cycle of fresh objects.
 void YoungCycle(std::atomic<int>* destroyed) {
