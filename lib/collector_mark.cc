@@ -51,9 +51,13 @@ uint32_t g_epoch = 1;
 // Whether the running collection is young. Written like g_epoch.
 bool g_young = false;
 
-// A candidate: tracked, not frozen, and, in a young collection, never examined (epoch 0).
+// A candidate: tracked, not frozen, and, in a young collection, never examined (epoch 0); in a
+// full one, not yet marked by it. (Before marking starts only objects made during the stop, by
+// an Allocator the collector called, carry the running epoch: TrackConstructed. They are no
+// candidates, so that their references count as external, like a stack's.)
 inline bool IsCandidate(uint8_t bits, uint16_t epoch, bool young) noexcept {
-  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked && (!young || epoch == 0);
+  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&
+         (young ? epoch == 0 : epoch != g_epoch);
 }
 inline bool IsCandidate(const Object* ob, bool young) noexcept {
   return IsCandidate(GcBitsOf(ob), GcEpochOf(ob), young);

@@ -183,3 +183,62 @@ TEST_CASE("A tracked type whose Object base is not first is refused, naming the 
 }
 
 }  // namespace
+
+namespace {
+
+// An allocator that, the first time the collector asks it for memory with the world stopped,
+// makes a tracked node holding a reference to `victim` (user code may Make objects there: README
+// "Re-entrancy", row Allocator).
+struct MakingAllocator final : brc::Allocator {
+  void* Allocate(std::size_t bytes, std::size_t align) noexcept override {
+    if (armed && brc::IsWorldStoppedByThisThread()) {
+      armed = false;
+      try {
+        made = brc::Make<HNode>();
+        made->next = brc::Ref<HNode>::NewRef(victim);
+      } catch (const std::bad_alloc&) {
+        // leaves `made` empty: the test fails on it
+      }
+    }
+    return brc::DefaultAllocator().Allocate(bytes, align);
+  }
+  void Deallocate(void* p, std::size_t bytes, std::size_t align) noexcept override {
+    brc::DefaultAllocator().Deallocate(p, bytes, align);
+  }
+  std::string_view Name() const noexcept override { return "making"; }
+  bool armed = false;
+  HNode* victim = nullptr;
+  brc::Ref<HNode> made;
+};
+
+TEST_CASE("An object made by an allocator during a collection's stop keeps what it references",
+          "[collector][header][reentrancy]") {
+  static MakingAllocator alloc;  // outlives every object it made
+  REQUIRE(brc::SetAllocator(&alloc).ok());
+  {
+    brc::ThreadScope attach;
+    Manual manual;
+    for (bool young : {false, true}) {
+      INFO((young ? "CollectYoung" : "Collect"));
+      {
+        // A self-cycle: garbage, until the node the allocator makes inside the collection's
+        // stop references it too.
+        brc::Ref<HNode> victim = brc::Make<HNode>();
+        victim->next = victim;
+        alloc.victim = victim.get();
+      }
+      alloc.armed = true;
+      Must(young ? brc::CollectYoung() : brc::Collect());
+      REQUIRE_FALSE(alloc.armed);  // the allocator ran inside the stop
+      REQUIRE(alloc.made);
+      CHECK(alloc.made->next.get() == alloc.victim);
+      CHECK(alloc.victim->next.get() == alloc.victim);  // not cleared
+      // Once the allocator lets go, the next full collection finds the self-cycle.
+      alloc.made = nullptr;
+      CHECK(Must(brc::Collect()).collected == 1);
+    }
+  }
+  REQUIRE(brc::SetAllocator(&brc::DefaultAllocator()).ok());
+}
+
+}  // namespace
