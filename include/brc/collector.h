@@ -38,7 +38,10 @@
 // objects promoted since the last full collection reach `full_ratio` times the objects that
 // survived it: then it is a full one (CPython's rule). A young collection costs about the
 // young set; full collections come each time the old heap grew by `full_ratio`, so the total
-// work stays linear in the number of allocations however large the heap grows.
+// work stays linear in the number of allocations however large the heap grows. A full
+// collection that frees less than 1% of what it examined doubles a backoff factor on
+// `full_ratio` (up to 16x; one that frees more resets it), so a heap that only grows is not
+// examined four or five times over (lib/collector_schedule.cc; README "Young and full").
 #ifndef BRC_COLLECTOR_H_
 #define BRC_COLLECTOR_H_
 
