@@ -96,9 +96,7 @@ std::mutex& CollectLock();
 enum class Context { kNone, kCollecting, kCallback, kWeakCallback, kFinalizer, kClear };
 extern constinit thread_local Context t_context;
 extern constinit thread_local const TypeInfo* t_context_type;
-// True while this thread holds the world stopped for a collection, Freeze or Unfreeze (the only
-// user code that runs then is an allocator called for the collector's own lists).
-extern constinit thread_local bool t_collector_stopped;
+// t_collector_stopped: see lib/gc_heap.h.
 
 class ContextScope {
  public:

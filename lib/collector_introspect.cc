@@ -55,7 +55,6 @@ absl::StatusOr<uint64_t> Freeze() {
     detail::Shared& g = detail::G();
     // The schedule's old heap loses them (young ones among them are counted in neither).
     g.old_after_full -= std::min(g.old_after_full, *n);
-    g.stats.tracked = g.old_after_full + g.promoted_since_full;
   }
   return n;
 }
@@ -71,7 +70,6 @@ absl::StatusOr<uint64_t> Unfreeze() {
     detail::g_frozen.store(0, std::memory_order_relaxed);
     detail::Shared& g = detail::G();
     g.old_after_full += *n;  // old objects again
-    g.stats.tracked = g.old_after_full + g.promoted_since_full;
   }
   return n;
 }

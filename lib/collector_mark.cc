@@ -184,14 +184,12 @@ template <bool kParallel>
 inline bool Claim(Object* ob, uint16_t seen, uint32_t epoch) noexcept {
   if (seen == epoch) return false;
   if constexpr (kParallel) {
-    // Relaxed on success and failure: the CAS only picks one claimant among the workers;
-    // ParallelFor's join publishes the marks.
     std::atomic<uint16_t>& e = Rc::gc_epoch(ob);
+    auto marked = static_cast<uint16_t>(epoch);
     while (seen != epoch) {
-      if (e.compare_exchange_weak(seen, static_cast<uint16_t>(epoch),
-                                  std::memory_order_relaxed)) {
-        return true;
-      }
+      // Relaxed (success and failure): the CAS only picks one claimant among the workers and
+      // pairs with nothing; ParallelFor's join publishes the marks to the collecting thread.
+      if (e.compare_exchange_weak(seen, marked, std::memory_order_relaxed)) return true;
     }
     return false;
   } else {

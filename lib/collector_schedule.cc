@@ -62,8 +62,6 @@ constinit thread_local Context t_context = Context::kNone;
 constinit thread_local const TypeInfo* t_context_type = nullptr;
 constinit thread_local bool t_collector_stopped = false;
 
-bool CollectorStoppedOnThisThread() noexcept { return t_collector_stopped; }
-
 // ---- error reports ----
 
 void ReportErrorRaw(const char* what) noexcept {
@@ -261,7 +259,6 @@ void RecordCollection(const CollectResult& result, absl::Duration pause1, absl::
   } else {
     g.promoted_since_full += result.promoted;
   }
-  s.tracked = g.old_after_full + g.promoted_since_full;
   UpdateTrigger(g);
 }
 
@@ -352,6 +349,7 @@ void SetCollectorErrorHandler(CollectorErrorHandler handler) {
 CollectorStats GetCollectorStats() {
   std::lock_guard<std::mutex> lock(G().mu);
   CollectorStats s = G().stats;
+  s.tracked = G().old_after_full + G().promoted_since_full;  // derived, never stored
   s.frozen = detail::g_frozen.load(std::memory_order_relaxed);
   return s;
 }

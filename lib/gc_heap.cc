@@ -47,7 +47,11 @@ void Unlink(GcHeap& heap, GcPage* p) noexcept {
 
 void UnlistYoung(GcHeap& heap, GcPage* p) noexcept {
   if (!p->young) return;
-  if (p->young_prev != nullptr) p->young_prev->young_next = p->young_next; else heap.young = p->young_next;
+  if (p->young_prev != nullptr) {
+    p->young_prev->young_next = p->young_next;
+  } else {
+    heap.young = p->young_next;
+  }
   if (p->young_next != nullptr) p->young_next->young_prev = p->young_prev;
   p->young_prev = p->young_next = nullptr;
   p->young = false;
@@ -201,9 +205,10 @@ void TrackConstructed(Object* ob) noexcept {
   // them while this thread runs. Relaxed: a stop of the world orders this before any collector
   // that reads them.
   Rc::gc_bits(ob).store(kGcTracked, std::memory_order_relaxed);
-  // Made by an allocator that a collection called with the world stopped: not part of that
-  // collection (it is marked as reached by it), old afterwards.
-  if (BRC_UNLIKELY(CollectorStoppedOnThisThread())) {
+  // Made by an allocator that a collection called with the world stopped: it carries that
+  // collection's epoch, which makes it no candidate of it (its references count as external;
+  // lib/collector_mark.cc, IsCandidate) and old afterwards.
+  if (BRC_UNLIKELY(t_collector_stopped)) {
     GcSetEpoch(ob, RunningCollectionEpoch());
     return;
   }

@@ -240,9 +240,12 @@ void SweepOwnHeaps(ThreadState* ts) noexcept;
 
 // Puts `p` on its heap's young list, with `first` its lowest young object. Owner thread only.
 void ListYoungPage(GcHeap& heap, GcPage* p, Object* first) noexcept;
-// For TrackConstructed (lib/collector_schedule.cc, lib/collector_mark.cc): whether this thread
-// holds the world stopped for a collection, and that collection's mark epoch.
-bool CollectorStoppedOnThisThread() noexcept;
+// True while this thread holds the world stopped for a collection, Freeze or Unfreeze (the only
+// user code that runs then is an allocator called for the collector's own lists). Written by
+// the collector (lib/collector_internal.h); read by TrackConstructed on every tracked Make, so
+// it is a thread-local here rather than behind a call.
+extern constinit thread_local bool t_collector_stopped;
+// The running collection's mark epoch (lib/collector_mark.cc), for TrackConstructed.
 uint32_t RunningCollectionEpoch() noexcept;
 // Calls fn(page) for every page on `heap`'s young list. World stopped (or the heap's owner).
 template <class Fn>
