@@ -70,6 +70,42 @@ ObjectList& GarbageBuffer() {
   return buffer.get();
 }
 
+// The acyclic check's schedule (collector_mark.cc, "the acyclic check"), for young and full
+// collections apart: after a collection whose check found a cycle, the next `skip`
+// collections of its kind do not try it; each failure in a row doubles that (up to
+// kMaxAcyclicSkip), a success resets it. A program whose heap keeps its cycles so pays for a
+// failed check (a walk up to the first cycle, and an undo pass) about once in 64 collections.
+// Collection lock.
+constexpr uint32_t kMaxAcyclicSkip = 64;
+struct AcyclicSchedule {
+  uint32_t skip = 0;
+  uint32_t backoff = 0;
+};
+AcyclicSchedule g_acyclic[2];  // [young, full]
+
+AcyclicSchedule& ScheduleOf(CollectKind kind) {
+  return g_acyclic[kind == CollectKind::kYoung ? 0 : 1];
+}
+bool TryAcyclicCheck(CollectKind kind) {
+  AcyclicSchedule& s = ScheduleOf(kind);
+  if (s.skip == 0) return true;
+  --s.skip;
+  return false;
+}
+void RecordAcyclicCheck(CollectKind kind, bool acyclic) {
+  AcyclicSchedule& s = ScheduleOf(kind);
+  s.backoff = acyclic ? 0 : std::min(std::max(1u, 2 * s.backoff), kMaxAcyclicSkip);
+  s.skip = s.backoff;
+}
+
+}  // namespace
+
+void ResetAcyclicSchedule() noexcept {
+  g_acyclic[0] = g_acyclic[1] = AcyclicSchedule();
+}
+
+namespace {
+
 absl::Duration Since(std::chrono::steady_clock::time_point t) {
   return absl::FromChrono(std::chrono::steady_clock::now() - t);
 }
@@ -123,9 +159,11 @@ bool FindGarbage(Collection& c) {
       c.to_finalize.reserve(garbage);
       c.weak_callbacks.reserve(garbage);
     };
+    bool try_acyclic = TryAcyclicCheck(c.kind);
     try {
-      marked = Mark(pages, young, g_workers.load(std::memory_order_relaxed), epoch, take,
-                    prepare, &GarbageBuffer());
+      marked = Mark(pages, young, try_acyclic, g_workers.load(std::memory_order_relaxed), epoch,
+                    take, prepare, &GarbageBuffer());
+      if (try_acyclic) RecordAcyclicCheck(c.kind, marked.acyclic);
     } catch (const std::bad_alloc&) {
       ResetScratch(pages, young, epoch);
       marked = MarkResult();
@@ -133,6 +171,7 @@ bool FindGarbage(Collection& c) {
       return;
     }
     // Every young object is old from now on (a full collection examined them too).
+    if (!young) ClearWasYoung();
     ClearYoungLists();
   });
   // The world runs again: free what the merge of parked owners' queues found dead.
@@ -141,6 +180,7 @@ bool FindGarbage(Collection& c) {
   c.garbage = std::move(marked.garbage);
   c.result.scanned = marked.scanned;
   c.result.unreachable = c.garbage.size();
+  c.result.acyclic = marked.acyclic;
   c.pause1 = Since(stop_start);
   c.result.time_stopped += c.pause1;
   return true;

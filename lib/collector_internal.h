@@ -76,6 +76,10 @@ struct Shared {
   // and those promoted by young collections since (CPython's long_lived_total and _pending).
   uint64_t old_after_full = 0;
   uint64_t promoted_since_full = 0;
+  // For the schedule: objects examined by young collections since the last full one (all of
+  // them got a mark: the garbage among them too), and g_old_freed when that one ended.
+  uint64_t examined_since_full = 0;
+  uint64_t old_freed_at_full = 0;
   // Multiplies full_ratio: doubled (up to kMaxFullBackoff) after each full collection that
   // found (almost) no garbage, back to 1 after one that did (collector_schedule.cc).
   uint32_t full_backoff = 1;
@@ -177,24 +181,34 @@ uint32_t NextEpoch() noexcept;
 struct MarkResult {
   ObjectList garbage;  // kGcGarbage set on each
   uint64_t scanned = 0;
+  bool acyclic = false;  // proven acyclic, so no garbage: no counting passes ran
 };
 // Finds the unreachable objects among the candidates in `pages`: every tracked, unfrozen
 // object, or with `young` only the young ones (mark epoch 0). `take` runs on each garbage object
 // (on this thread), `prepare(n)` before the first with the number to come; `reuse` lends its
 // storage to the result. Throws bad_alloc before the first `take` only; then ResetScratch.
-MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
-                absl::FunctionRef<void(Object*)> take,
+// With `try_acyclic` (young only) it first tries to prove the young set acyclic, which needs
+// no counting (collector_mark.cc, "the acyclic check").
+MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers,
+                uint32_t epoch, absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse);
 // After a failed Mark of `epoch`: back to the between-collections state (owners restored, no
 // kGcGarbage; a young collection's marks undone, so its objects are young again). No
 // allocation.
 void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept;
+// After a successful full collection's mark: clears the kGcWasYoung that marking (or the
+// acyclic check) left on the objects that were young. World stopped; no allocation.
+void ClearWasYoung() noexcept;
 // After a successful mark: every young object is old now (marked or garbage, it has an
 // epoch), so the heaps' young lists are emptied. No allocation.
 void ClearYoungLists() noexcept;
 // Merges the queues of other (parked) attached threads on their behalf; objects found dead
 // keep one reference, appended to `dead`, for the caller to drop with the world running.
 void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept;
+// Tests (brc/testing.h), with the collection lock held: returns the mark stacks' memory and caps
+// them at `max_entries` (0: no cap); the acyclic check's schedule forgets its backoff.
+void LimitMarkStacks(std::size_t max_entries);
+void ResetAcyclicSchedule() noexcept;
 // Removes from the garbage set (clears kGcGarbage on) every member that something outside the
 // set references, beyond the collector's own reference, and every member they reach.
 // Throws bad_alloc.

@@ -62,6 +62,13 @@ inline bool IsCandidate(uint8_t bits, uint16_t epoch, bool young) noexcept {
 inline bool IsCandidate(const Object* ob, bool young) noexcept {
   return IsCandidate(GcBitsOf(ob), GcEpochOf(ob), young);
 }
+// The same with the kind fixed at compile time and the running epoch passed in (the passes'
+// inner loops: no reload of g_young or g_epoch after each indirect Trace call).
+template <bool kYoung>
+inline bool IsCandidateOf(uint8_t bits, uint16_t epoch, uint32_t running) noexcept {
+  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&
+         (kYoung ? epoch == 0 : epoch != running);
+}
 
 // ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
 
@@ -130,52 +137,66 @@ inline int64_t Settle(Object* ob, uint32_t tid, uint32_t* internal) noexcept {
   return total;
 }
 
-// Walks the candidates of pages [begin, end).
-template <class Fn>
-void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end, Fn&& fn) {
-  bool young = g_young;
+// Calls fn(object) for each block of pages [begin, end) that a collection of this kind looks
+// at: from young_low in a young one, else from the first block; up to the bump.
+template <bool kYoung, class Fn>
+inline void ForEachBlock(const PageList& pages, std::size_t begin, std::size_t end, Fn&& fn) {
   for (std::size_t i = begin; i < end; ++i) {
     GcPage* p = pages[i];
-    uint32_t n = p->bump;
-    for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
-      Object* ob = p->object(b);
-      if (!IsCandidate(ob, young)) continue;
-      fn(ob);
-    }
+    std::size_t size = p->block_size;
+    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
+    char* stop = p->block(p->bump) + p->obj_offset;
+    for (; b < stop; b += size) fn(reinterpret_cast<Object*>(b), p);
   }
+}
+
+// Walks the candidates of pages [begin, end).
+template <bool kYoung, class Fn>
+void ForEachCandidate(const PageList& pages, std::size_t begin, std::size_t end, uint32_t epoch,
+                      Fn&& fn) {
+  ForEachBlock<kYoung>(pages, begin, end, [&](Object* ob, GcPage*) {
+    if (IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch)) fn(ob);
+  });
 }
 
 // The mark pass's walk: the candidates, and (in a young collection) those that marking has
 // reached already, which carry this collection's epoch and still hold their scratch. Calls
 // fn(object, its epoch, tid of the page's heap).
-template <class Fn>
+template <bool kYoung, class Fn>
 void ForEachToSettle(const PageList& pages, std::size_t begin, std::size_t end, uint32_t epoch,
                      Fn&& fn) {
-  bool young = g_young;
-  for (std::size_t i = begin; i < end; ++i) {
-    GcPage* p = pages[i];
-    uint32_t n = p->bump;
-    uint32_t tid = p->heap->tid;
-    for (uint32_t b = young ? p->young_first() : 0; b < n; ++b) {
-      Object* ob = p->object(b);
-      if ((GcBitsOf(ob) & (kGcTracked | kGcFrozen)) != kGcTracked) continue;
-      uint16_t ob_epoch = GcEpochOf(ob);
-      if (young && ob_epoch != 0 && ob_epoch != epoch) continue;
-      fn(ob, ob_epoch, tid);
-    }
-  }
+  ForEachBlock<kYoung>(pages, begin, end, [&](Object* ob, GcPage* p) {
+    if ((GcBitsOf(ob) & (kGcTracked | kGcFrozen)) != kGcTracked) return;
+    uint16_t ob_epoch = GcEpochOf(ob);
+    if (kYoung && ob_epoch != 0 && ob_epoch != epoch) return;
+    fn(ob, ob_epoch, p->heap->tid);
+  });
 }
 
-// Pass 1: count, for each candidate, the references to it from other candidates.
-template <bool kParallel>
+// Pass 1: count, for each candidate, the references to it from other candidates. Buffered: the
+// references that Traces report collect in buf_ and are counted when it fills, and by Flush
+// at the end of the pass (counting needs no order).
+template <bool kParallel, bool kYoung>
 class CountVisitor final : public Visitor {
  public:
-  CountVisitor() noexcept : Visitor(&Fn) {}
+  explicit CountVisitor(uint32_t epoch) noexcept
+      : Visitor(&Fn, buf_, buf_ + kBuffer), epoch_(epoch) {}
 
- private:
-  static void Fn(Visitor*, Object* r) noexcept {
-    if (IsCandidate(r, g_young)) AddScratch<kParallel>(r);
+  void Count(Object* ob) noexcept { TraceObject(ob, *this); }
+  void Flush() noexcept {
+    for (Object** r = buf_; r != next_; ++r) {
+      if (IsCandidateOf<kYoung>(GcBitsOf(*r), GcEpochOf(*r), epoch_)) AddScratch<kParallel>(*r);
+    }
+    next_ = buf_;
   }
+  static constexpr std::size_t kBuffer = 256;
+  static void Fn(Visitor* self, Object* r) noexcept {  // the buffer is full
+    auto* me = static_cast<CountVisitor*>(self);
+    me->Flush();
+    *me->next_++ = r;
+  }
+  uint32_t epoch_;
+  Object* buf_[kBuffer];
 };
 
 // Marks `ob` (whose epoch read `seen`) reachable in this collection; true if this call did it
@@ -198,6 +219,10 @@ inline bool Claim(Object* ob, uint16_t seen, uint32_t epoch) noexcept {
   }
 }
 
+// The most entries a mark stack may hold; growths beyond it fail as if mmap had no memory
+// (brc::testing::LimitMarkStacksForTesting; 0: no limit). Written with the collection lock.
+std::size_t g_stack_limit = 0;
+
 // A marking worker's stack. Its memory comes from mmap, not from the configured Allocator:
 // marking runs while scratch counts hold the owner halves of headers, when no user code may
 // run (brc/detail/gc_word.h). Kept between collections (collection lock).
@@ -209,6 +234,7 @@ struct MarkStack {
   // when the memory cannot be had.
   bool Grow(std::size_t used) noexcept {
     std::size_t cap = std::max<std::size_t>(std::size_t{1} << 16, 2 * capacity);
+    if (BRC_UNLIKELY(g_stack_limit != 0 && cap > g_stack_limit)) return false;
     void* mem = mmap(nullptr, cap * sizeof(Object*), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) return false;
@@ -221,59 +247,83 @@ struct MarkStack {
   }
 };
 
-// Pass 2: mark everything reachable from a root (depth first, explicit stack). A growth of the
-// stack that finds no memory is remembered (the visitor may not throw) and MarkFrom throws
-// bad_alloc.
-template <bool kParallel>
-class MarkVisitor final : public Visitor {
+// A visitor whose buffer is a MarkStack: a Trace pushes every reference without a call; the
+// loop that pops them decides what each one is. A growth of the stack that finds no memory
+// drops the reference and is remembered (a visitor may not throw).
+class StackVisitor : public Visitor {
  public:
-  MarkVisitor(MarkStack* stack, uint32_t epoch) noexcept
-      : Visitor(&Fn), stack_(stack), epoch_(epoch) {
-    base_ = top_ = stack_->data;
-    limit_ = base_ + stack_->capacity;
+  explicit StackVisitor(MarkStack* stack) noexcept
+      : Visitor(&Fn, stack->data, stack->data + stack->capacity),
+        stack_(stack),
+        base_(stack->data) {}
+
+  bool empty() const noexcept { return next_ == base_; }
+  Object* Pop() noexcept { return *--next_; }
+  void Push(Object* ob) noexcept {
+    if (BRC_LIKELY(next_ != end_)) {
+      *next_++ = ob;
+    } else {
+      Fn(this, ob);
+    }
+  }
+  // A reference was dropped for want of memory.
+  bool out_of_memory() const noexcept { return out_of_memory_; }
+
+ private:
+  // The stack is full: doubles it and pushes r.
+  [[gnu::noinline]] static void Fn(Visitor* self, Object* r) noexcept {
+    auto* me = static_cast<StackVisitor*>(self);
+    std::size_t used = static_cast<std::size_t>(me->next_ - me->base_);
+    if (!me->stack_->Grow(used)) {
+      me->out_of_memory_ = true;
+      return;
+    }
+    me->base_ = me->stack_->data;
+    me->next_ = me->base_ + used;
+    me->end_ = me->base_ + me->stack_->capacity;
+    *me->next_++ = r;
+  }
+  MarkStack* stack_;
+  Object** base_;
+  bool out_of_memory_ = false;
+};
+
+// Pass 2: mark everything reachable from a root (depth first, explicit stack): the loop that
+// pops the references claims the candidates among them and traces those. When the stack could
+// not grow, MarkFrom throws bad_alloc (a dropped reference may leave a live object unmarked).
+template <bool kParallel, bool kYoung>
+class MarkVisitor final : public StackVisitor {
+ public:
+  MarkVisitor(MarkStack* stack, uint32_t epoch) noexcept : StackVisitor(stack), epoch_(epoch) {}
+
+  // In a full collection, a young object this worker claimed gets kGcWasYoung, so that a
+  // collection that fails can make it young again (ResetScratch); ClearWasYoung after success.
+  // The claim's winner is its only writer.
+  static void NoteYoung(Object* ob, uint16_t seen) noexcept {
+    if (!kYoung && seen == 0) GcSetBits(ob, kGcWasYoung, 0);
   }
 
-  // `root` is claimed already.
+  // `root` is claimed (and noted) already.
   void MarkFrom(Object* root) {
     ++marked;
     TraceObject(root, *this);
-    while (top_ != base_) TraceObject(*--top_, *this);
-    if (BRC_UNLIKELY(out_of_memory_)) throw std::bad_alloc();
+    while (!empty()) {
+      Object* r = Pop();
+      uint16_t seen = GcEpochOf(r);
+      if (!IsCandidateOf<kYoung>(GcBitsOf(r), seen, epoch_) ||
+          !Claim<kParallel>(r, seen, epoch_)) {
+        continue;
+      }
+      NoteYoung(r, seen);
+      ++marked;
+      TraceObject(r, *this);
+    }
+    if (BRC_UNLIKELY(out_of_memory())) throw std::bad_alloc();
   }
   uint64_t marked = 0;
 
  private:
-  static void Fn(Visitor* self, Object* r) noexcept {
-    auto* me = static_cast<MarkVisitor*>(self);
-    uint16_t seen = GcEpochOf(r);
-    if (!IsCandidate(GcBitsOf(r), seen, g_young) || !Claim<kParallel>(r, seen, me->epoch_)) {
-      return;
-    }
-    ++me->marked;
-    if (BRC_LIKELY(me->top_ != me->limit_)) {
-      *me->top_++ = r;
-    } else {
-      me->Grow(r);
-    }
-  }
-  // Doubles the stack (at least 1024 entries) and pushes r.
-  [[gnu::noinline]] void Grow(Object* r) noexcept {
-    std::size_t used = static_cast<std::size_t>(top_ - base_);
-    if (!stack_->Grow(used)) {
-      out_of_memory_ = true;  // its referents stay unmarked: the collection fails
-      return;
-    }
-    base_ = stack_->data;
-    top_ = base_ + used;
-    limit_ = base_ + stack_->capacity;
-    *top_++ = r;
-  }
-  MarkStack* stack_;
-  Object** base_;
-  Object** top_;
-  Object** limit_;
   uint32_t epoch_;
-  bool out_of_memory_ = false;
 };
 
 // One per marking worker, on its own cache lines (the counters change per object).
@@ -284,19 +334,134 @@ struct alignas(64) WorkerState {
   std::size_t next = 0, end = 0;  // pass 3: the worker's chunk of the garbage list
 };
 
+// The workers' states, at least `n` of them. Kept between collections (collection lock), so
+// that the stacks keep their memory: fresh memory costs a page fault per 4 KiB, a large part
+// of a collection's time. Throws bad_alloc.
+std::vector<WorkerState>& WorkerStates(int n) {
+  static NoDestroy<std::vector<WorkerState>> states;
+  if (states.get().size() < static_cast<std::size_t>(n)) states.get().resize(n);
+  return states.get();
+}
+
+// ---- the acyclic check ----
+//
+// Garbage that reference counting has not freed needs a cycle: in a garbage set, every member
+// has a reference count of at least one (count zero is freed, or waits in a queue and is a
+// root, see MarkWith) and all its references come from other members, so following referrers
+// from member to member never ends, and in a finite set it must come back. So when the
+// candidates' references among themselves form no cycle, nothing is garbage, and one
+// depth-first walk proves it: cheaper than the counting passes (one trace per candidate
+// instead of two), with no scratch count, so owners need no restoring. What a program builds
+// (lists, trees, objects made from their parts) usually has no cycle, above all in the young
+// set; a heap with parent links or rings has, and the walk stops at the first one it finds.
+//
+// The walk (iterative, on the mark stack): a candidate entered gets the epoch (reachable, as
+// marking would leave it) and kGcOnPath, and its exit is pushed below its references (the
+// pointer with bit 0 set); popping the exit clears kGcOnPath. A reference to a candidate that
+// has kGcOnPath is to an object on the path from the walk's start to here (everything pushed
+// above an exit is popped before it): a cycle. In a full collection an entered young object
+// also gets kGcWasYoung, so that the walk can be undone exactly. When the walk fails, the
+// collection undoes it and counts as usual, and the schedule skips the check for a while
+// (collector.cc).
+
+// Calls fn(object) for each block of `pages` that a collection of this kind looks at.
+template <bool kYoung, class Fn>
+inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
+  for (GcPage* p : pages) {
+    std::size_t size = p->block_size;
+    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
+    char* stop = p->block(p->bump) + p->obj_offset;
+    for (; b < stop; b += size) {
+      if (!fn(reinterpret_cast<Object*>(b))) return false;
+    }
+  }
+  return true;
+}
+
+// True when the candidates of `pages` hold no cycle: then each has the epoch, *scanned counts
+// them, and nothing else changed (but kGcWasYoung, see ClearWasYoung). False when a cycle
+// was found or the stack could not grow: then UndoAcyclicCheck.
+template <bool kYoung>
+bool CheckAcyclic(const PageList& pages, uint32_t epoch, MarkStack* stack,
+                  uint64_t* scanned) noexcept {
+  StackVisitor v(stack);
+  uint64_t n = 0;
+  auto mark = static_cast<uint16_t>(epoch);
+  bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
+    if (!IsCandidateOf<kYoung>(GcBitsOf(start), GcEpochOf(start), epoch)) return true;
+    v.Push(start);
+    while (!v.empty()) {
+      Object* e = v.Pop();
+      auto tag = reinterpret_cast<uintptr_t>(e);
+      if (tag & 1) {  // the exit of an object whose references are all done
+        GcSetBits(reinterpret_cast<Object*>(tag - 1), 0, kGcOnPath);  // world stopped
+        continue;
+      }
+      uint8_t bits = GcBitsOf(e);
+      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;  // never examined
+      uint16_t seen = GcEpochOf(e);
+      if (seen == mark) {
+        if (bits & kGcOnPath) return false;  // a cycle
+        continue;                            // done already
+      }
+      if (kYoung && seen != 0) continue;  // old: not examined
+      uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
+      Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
+      GcSetEpoch(e, epoch);
+      ++n;
+      v.Push(reinterpret_cast<Object*>(tag | 1));
+      TraceObject(e, v);
+    }
+    return !v.out_of_memory();  // a reference may be missing: no proof
+  });
+  if (!acyclic) return false;
+  *scanned = n;
+  return true;
+}
+
+}  // namespace
+
+// After a full collection's successful mark or acyclic check: clears kGcWasYoung, which only
+// objects young before it can carry (they lie in the young pages). No allocation: walks the
+// heaps' young lists directly.
+void ClearWasYoung() noexcept {
+  ForEachThreadState([](ThreadState* ts) {
+    ForEachYoungPage(ts->heap, [](GcPage* p) {
+      std::size_t size = p->block_size;
+      char* b = p->block(p->young_first()) + p->obj_offset;
+      char* stop = p->block(p->bump) + p->obj_offset;
+      for (; b < stop; b += size) {
+        auto* ob = reinterpret_cast<Object*>(b);
+        if (GcBitsOf(ob) & kGcWasYoung) GcSetBits(ob, 0, kGcWasYoung);
+      }
+    });
+  });
+}
+
+namespace {
+
+// After a CheckAcyclic that returned false: every object it entered has its epoch back (0 if
+// it was young, else one that reads as old) and neither of its bits.
+template <bool kYoung>
+void UndoAcyclicCheck(const PageList& pages, uint32_t epoch) noexcept {
+  ForEachBlockUntil<kYoung>(pages, [&](Object* ob) {
+    uint8_t bits = GcBitsOf(ob);
+    if ((bits & kGcTracked) && GcEpochOf(ob) == epoch) {
+      GcSetEpoch(ob, kYoung || (bits & kGcWasYoung) ? 0 : kGcEpochOld);
+      GcSetBits(ob, 0, kGcOnPath | kGcWasYoung);
+    }
+    return true;
+  });
+}
+
 // Mark with one worker (serial) or several (parallel); see Mark below. With one worker,
 // `take` runs on each garbage object as it is found; with several, afterwards.
-template <bool kParallel>
+template <bool kParallel, bool kYoung>
 MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
                     absl::FunctionRef<void(Object*)> take,
                     absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
   int w_count = kParallel ? workers : 1;
-  // Kept between collections (collection lock), so that the workers' vectors keep their
-  // memory: fresh memory costs a page fault per 4 KiB, a large part of a collection's time.
-  static NoDestroy<std::vector<WorkerState>> states_storage;
-  std::vector<WorkerState>* states = &states_storage.get();
-  if (states->size() < static_cast<std::size_t>(w_count)) states->resize(w_count);
-  std::vector<WorkerState>& ws = *states;
+  std::vector<WorkerState>& ws = WorkerStates(w_count);
   for (WorkerState& w : ws) {
     w.scanned = w.marked = 0;
     w.next = w.end = 0;
@@ -304,31 +469,35 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   constexpr std::size_t kGrain = 4;  // pages per chunk
 #ifdef BRC_DEBUG
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
-    ForEachCandidate(pages, b, e, [&](Object* ob) { CheckOwnerRestorable(ob); });
+    ForEachCandidate<kYoung>(pages, b, e, epoch, [&](Object* ob) { CheckOwnerRestorable(ob); });
   });
 #endif
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
-    CountVisitor<kParallel> v;
+    CountVisitor<kParallel, kYoung> v(epoch);
     uint64_t scanned = 0;
-    ForEachCandidate(pages, b, e, [&](Object* ob) {
+    ForEachCandidate<kYoung>(pages, b, e, epoch, [&](Object* ob) {
       ++scanned;
-      TraceObject(ob, v);
+      v.Count(ob);
     });
+    v.Flush();
     ws[static_cast<std::size_t>(worker)].scanned += scanned;
   });
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    MarkVisitor<kParallel> v(&me.stack, epoch);
+    MarkVisitor<kParallel, kYoung> v(&me.stack, epoch);
     // Marking does not read owners, so each candidate is settled here, once, whether marking
     // reached it before the scan or not.
-    ForEachToSettle(pages, b, e, epoch, [&](Object* ob, uint16_t seen, uint32_t tid) {
+    ForEachToSettle<kYoung>(pages, b, e, epoch, [&](Object* ob, uint16_t seen, uint32_t tid) {
       uint32_t internal;
       int64_t count = Settle(ob, tid, &internal);
       // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
       // further up its stack, or the queue could not be merged here). It is no garbage, and
       // what it references stays alive until its destructor runs: treat it as a root, so that
       // none of that is cleared.
-      if ((count > internal || count == 0) && Claim<kParallel>(ob, seen, epoch)) v.MarkFrom(ob);
+      if ((count > internal || count == 0) && Claim<kParallel>(ob, seen, epoch)) {
+        v.NoteYoung(ob, seen);
+        v.MarkFrom(ob);
+      }
     });
     me.marked += v.marked;
   });
@@ -356,7 +525,7 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
   std::atomic<std::size_t> cursor{0};
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    ForEachCandidate(pages, b, e, [&](Object* ob) {
+    ForEachCandidate<kYoung>(pages, b, e, epoch, [&](Object* ob) {
       if (GcEpochOf(ob) == epoch) return;
       if (me.next == me.end) {
         std::size_t want = kParallel ? kChunk : room;
@@ -383,16 +552,47 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
 
 }  // namespace
 
-MarkResult Mark(const PageList& pages, bool young, int workers, uint32_t epoch,
-                absl::FunctionRef<void(Object*)> take,
+MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers,
+                uint32_t epoch, absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
   g_young = young;
+  bool acyclic = false;
+  if (try_acyclic) {
+    MarkResult r;
+    MarkStack* stack = &WorkerStates(1)[0].stack;
+    acyclic = young ? CheckAcyclic<true>(pages, epoch, stack, &r.scanned)
+                    : CheckAcyclic<false>(pages, epoch, stack, &r.scanned);
+#ifndef BRC_DEBUG
+    if (acyclic) {
+      r.acyclic = true;
+      return r;
+    }
+#endif
+    // BRC_DEBUG checks every proof: undone, then the counting passes must find no garbage
+    // (and they check each Trace against the counts, which the walk cannot).
+    if (young) {
+      UndoAcyclicCheck<true>(pages, epoch);
+    } else {
+      UndoAcyclicCheck<false>(pages, epoch);
+    }
+  }
   constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {
     workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
   }
-  return workers > 1 ? MarkWith<true>(pages, workers, epoch, take, prepare, reuse)
-                     : MarkWith<false>(pages, 1, epoch, take, prepare, reuse);
+  MarkResult r;
+  if (young) {
+    r = workers > 1 ? MarkWith<true, true>(pages, workers, epoch, take, prepare, reuse)
+                    : MarkWith<false, true>(pages, 1, epoch, take, prepare, reuse);
+  } else {
+    r = workers > 1 ? MarkWith<true, false>(pages, workers, epoch, take, prepare, reuse)
+                    : MarkWith<false, false>(pages, 1, epoch, take, prepare, reuse);
+  }
+  if (acyclic) {  // BRC_DEBUG only
+    BRC_CHECK(r.garbage.empty(), "the acyclic check passed a heap that holds garbage");
+    r.acyclic = true;
+  }
+  return r;
 }
 
 void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
@@ -405,13 +605,23 @@ void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
       bool marked_now = GcEpochOf(ob) == epoch;
       if (!IsCandidate(ob, young) && !((bits & kGcTracked) && marked_now)) continue;
       TakeScratch(ob);  // idempotent: right whether or not its scratch was in use
-      GcSetBits(ob, 0, kGcGarbage);
-      if (young && marked_now) GcSetEpoch(ob, 0);  // young again
+      GcSetBits(ob, 0, kGcGarbage | kGcWasYoung);
+      // Young again: what a young collection marked, and what a full one marked while young.
+      if ((young && marked_now) || (bits & kGcWasYoung)) GcSetEpoch(ob, 0);
     }
   }
 }
 
 uint32_t RunningCollectionEpoch() noexcept { return g_epoch; }
+
+void LimitMarkStacks(std::size_t max_entries) {
+  g_stack_limit = max_entries;
+  for (WorkerState& w : WorkerStates(0)) {
+    if (w.stack.data != nullptr) munmap(w.stack.data, w.stack.capacity * sizeof(Object*));
+    w.stack.data = nullptr;
+    w.stack.capacity = 0;
+  }
+}
 
 uint32_t NextEpoch() noexcept {
   if (++g_epoch < kGcEpochLimit) return g_epoch;

@@ -52,6 +52,9 @@ std::atomic<int> g_workers{1};
 // Freeze adds, Unfreeze resets, and each frozen object that counting frees subtracts one
 // (OnFrozenObjectFreed). Relaxed: a statistic.
 std::atomic<uint64_t> g_frozen{0};
+// Old (marked, unfrozen) tracked objects freed, summed from the threads' counts in batches
+// (NoteOldFreed). Relaxed: a schedule estimate.
+std::atomic<uint64_t> g_old_freed{0};
 
 std::mutex& CollectLock() {
   static NoDestroy<std::mutex> mu;
@@ -61,6 +64,7 @@ std::mutex& CollectLock() {
 constinit thread_local Context t_context = Context::kNone;
 constinit thread_local const TypeInfo* t_context_type = nullptr;
 constinit thread_local bool t_collector_stopped = false;
+constinit thread_local uint32_t t_old_freed = 0;
 
 // ---- error reports ----
 
@@ -190,9 +194,12 @@ constexpr uint32_t kMaxFullBackoff = 16;
 // Caller holds G().mu.
 bool FullDue(const Shared& g) {
   if (!g.config.generational) return true;
-  return static_cast<double>(g.promoted_since_full) >=
-             g.config.full_ratio * g.full_backoff * static_cast<double>(g.old_after_full) &&
-         g.promoted_since_full > 0;
+  // The old heap's growth: what became old, less the old objects freed since (by counting, or
+  // as garbage of young collections). A heap that builds and drops structures does not grow.
+  uint64_t freed = g_old_freed.load(std::memory_order_relaxed) - g.old_freed_at_full;
+  if (g.examined_since_full <= freed) return false;
+  auto growth = static_cast<double>(g.examined_since_full - freed);
+  return growth >= g.config.full_ratio * g.full_backoff * static_cast<double>(g.old_after_full);
 }
 
 // The trigger for the next automatic collection. Caller holds G().mu.
@@ -242,6 +249,7 @@ void RecordCollection(const CollectResult& result, absl::Duration pause1, absl::
     ++s.full_collections;
   }
   if (result.automatic) ++s.automatic_collections;
+  if (result.acyclic) ++s.acyclic_collections;
   s.collected += result.collected;
   s.uncollectable += result.uncollectable;
   s.resurrected += result.resurrected;
@@ -254,15 +262,25 @@ void RecordCollection(const CollectResult& result, absl::Duration pause1, absl::
   if (result.kind == CollectKind::kFull) {
     g.old_after_full = result.scanned - result.collected;
     g.promoted_since_full = 0;
+    g.examined_since_full = 0;
+    // This collection's garbage, freed on this thread, is no growth to subtract later (the
+    // few old deaths on this thread not yet reported go with it).
+    t_old_freed = 0;
+    g.old_freed_at_full = g_old_freed.load(std::memory_order_relaxed);
     bool fruitless = result.collected * 100 < result.scanned;
     g.full_backoff = fruitless ? std::min(g.full_backoff * 2, kMaxFullBackoff) : 1;
   } else {
     g.promoted_since_full += result.promoted;
+    g.examined_since_full += result.scanned;
   }
   UpdateTrigger(g);
 }
 
 void OnFrozenObjectFreed() noexcept { g_frozen.fetch_sub(1, std::memory_order_relaxed); }
+
+void FlushOldFreed() noexcept {
+  g_old_freed.fetch_add(std::exchange(t_old_freed, 0), std::memory_order_relaxed);
+}
 
 void CountTrackedAllocations(uint32_t n) noexcept {
   g_allocs_since.fetch_add(n, std::memory_order_relaxed);

@@ -260,6 +260,7 @@ void* AllocateTracked(std::size_t size, std::size_t align) {
 void FlushTrackedAllocationCount() {
   uint32_t n = std::exchange(t_allocs_unreported, 0);
   if (n != 0) CountTrackedAllocations(n);
+  FlushOldFreed();
 }
 
 void* AllocateLeaf(std::size_t size) {

@@ -267,6 +267,13 @@ inline constexpr uint32_t kGcAllocBatch = 64;
 void OnTrackedAllocations(uint32_t n);
 // A frozen object was freed by reference counting (for CollectorStats::frozen).
 void OnFrozenObjectFreed() noexcept;
+// An old (marked, unfrozen) tracked object is being freed: counted per thread, reported in
+// batches, for the schedule of full collections (collector_schedule.cc, FullDue).
+extern constinit thread_local uint32_t t_old_freed;
+void FlushOldFreed() noexcept;
+inline void NoteOldFreed() noexcept {
+  if (BRC_UNLIKELY(++t_old_freed >= kGcAllocBatch)) FlushOldFreed();
+}
 // The same, without ever starting a collection (a detaching thread).
 void CountTrackedAllocations(uint32_t n) noexcept;
 // Reports this thread's not yet reported allocations without collecting (at detach: an exiting

@@ -344,7 +344,11 @@ void Rc::Dealloc(Object* ob) noexcept {
     // A plain update: at count zero no other thread writes the bits (brc/detail/gc_word.h).
     uint8_t bits = ob->gc_bits_.load(std::memory_order_relaxed);
     ob->gc_bits_.store(static_cast<uint8_t>(bits & ~kGcTracked), std::memory_order_relaxed);
-    if (bits & kGcFrozen) OnFrozenObjectFreed();
+    if (bits & kGcFrozen) {
+      OnFrozenObjectFreed();
+    } else if (ob->gc_epoch_.load(std::memory_order_relaxed) != 0) {
+      NoteOldFreed();
+    }
   }
   // First make the object unreachable through weak references (no user code, no allocation).
   // Relaxed: the decrement that took the count to zero (acquire) ordered every writer of the

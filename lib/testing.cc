@@ -2,9 +2,11 @@
 #include "brc/testing.h"
 
 #include <algorithm>
+#include <mutex>
 
 #include "brc/detail/thread_local.h"
 #include "brc/refcount.h"
+#include "collector_internal.h"
 #include "debug.h"
 #include "merge_queue.h"
 #include "thread_state.h"
@@ -99,6 +101,16 @@ std::size_t QuarantineCapacityForTesting() {
 #else
   return 0;
 #endif
+}
+
+void ResetAcyclicScheduleForTesting() {
+  std::lock_guard<std::mutex> lock(detail::CollectLock());
+  detail::ResetAcyclicSchedule();
+}
+
+void LimitMarkStacksForTesting(std::size_t max_entries) {
+  std::lock_guard<std::mutex> lock(detail::CollectLock());
+  detail::LimitMarkStacks(max_entries);
 }
 
 }  // namespace brc::testing

@@ -58,6 +58,14 @@ std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align);
 // leave it); 0 in builds without BRC_DEBUG.
 std::size_t QuarantineCapacityForTesting();
 
+// The collector's acyclic check (README, "The acyclic check"): forgets the backoff after failed
+// checks, so that the next collection of each kind tries it. Not during a collection.
+void ResetAcyclicScheduleForTesting();
+// Caps the collector's mark stacks at `max_entries` (0: no cap): a growth beyond it fails as if
+// mmap found no memory, so tests can reach those paths. Returns the stacks' memory first, so
+// that the next collection needs a growth. Not during a collection.
+void LimitMarkStacksForTesting(std::size_t max_entries);
+
 }  // namespace brc::testing
 
 #endif  // BRC_TESTING_H_

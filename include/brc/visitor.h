@@ -30,14 +30,28 @@ class Visitor {
     Visit(static_cast<const Object*>(ref.get()));
   }
   void Visit(const Object* referent) noexcept {
-    if (referent != nullptr) fn_(this, const_cast<Object*>(referent));
+    if (referent == nullptr) return;
+    if (next_ != end_) {
+      *next_++ = const_cast<Object*>(referent);
+    } else {
+      fn_(this, const_cast<Object*>(referent));
+    }
   }
 
  protected:
-  // One indirect call per reference; the collector's visitors derive from this.
+  // Each reference goes to fn, or, for a buffered visitor, into the buffer [next, end) without
+  // a call; fn runs only when the buffer is full (it makes room, or takes the reference itself).
+  // The collector's visitors derive from this; a buffered one processes the buffer after each
+  // Trace, in a loop without indirect calls (the mark stack is such a buffer).
   using Fn = void (*)(Visitor* self, Object* referent) noexcept;
   explicit Visitor(Fn fn) noexcept : fn_(fn) {}
+  Visitor(Fn fn, Object** next, Object** end) noexcept : next_(next), end_(end), fn_(fn) {}
   ~Visitor() = default;
+
+  // The free part of the buffer; both null when unbuffered. Written by the thread running the
+  // Trace that holds this visitor (and by its fn).
+  Object** next_ = nullptr;
+  Object** end_ = nullptr;
 
  private:
   Fn fn_;

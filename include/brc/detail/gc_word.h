@@ -5,8 +5,9 @@
 //
 //   byte  20        21                                     22 .. 23
 //         flags_    gc_bits_                               gc_epoch_
-//         (object)  bit 4 tracked, 5 garbage,              mark epoch (16 bits)
-//                   6 finalized, 7 frozen
+//         (object)  bit 2 was young, 3 on path,            mark epoch (16 bits)
+//                   4 tracked, 5 garbage, 6 finalized,
+//                   7 frozen
 //
 // The mark epoch is the number of the last collection that examined the object (and found it
 // reachable, or garbage): 0 from construction until the first collection examines it, which
@@ -32,7 +33,7 @@
 // Who writes gc_bits_ and gc_epoch_ (relaxed loads and stores: never two writers at once):
 //  * tracked: the constructing thread at the end of Make (TrackConstructed); cleared first
 //    thing by Dealloc (count zero: nobody else holds the object).
-//  * garbage, finalized, frozen, the epoch: the collector while the world is stopped (parallel
+//  * was young, on path, garbage, finalized, frozen, the epoch: the collector while the world is stopped (parallel
 //    marking workers claim the epoch with a CAS among themselves), and the collector clearing
 //    garbage after the restart while it holds a reference to the object.
 //  * the freeing thread zeroes both when the block goes back to its page, so a walk of the page
@@ -47,6 +48,11 @@
 
 namespace brc::detail {
 
+// Only while the world is stopped (lib/collector_mark.cc): marked (or entered by the acyclic
+// check) in a full collection while young, so that a collection that fails can make it young
+// again; and on the acyclic check's depth-first path now.
+inline constexpr uint8_t kGcWasYoung = 1u << 2;
+inline constexpr uint8_t kGcOnPath = 1u << 3;
 inline constexpr uint8_t kGcTracked = 1u << 4;    // constructed, not being destroyed: traced
 inline constexpr uint8_t kGcGarbage = 1u << 5;    // in the running collection's garbage set
 inline constexpr uint8_t kGcFinalized = 1u << 6;  // Finalize() has run; sticky: never twice
