@@ -387,9 +387,20 @@ bool CheckAcyclic(const PageList& pages, uint32_t epoch, MarkStack* stack,
   StackVisitor v(stack);
   uint64_t n = 0;
   auto mark = static_cast<uint16_t>(epoch);
+  // Enters a candidate (its bits and epoch as read): marks it, pushes its exit and traces it.
+  auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
+    uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
+    Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
+    GcSetEpoch(e, epoch);
+    ++n;
+    v.Push(reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1));
+    TraceObject(e, v);
+  };
   bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
-    if (!IsCandidateOf<kYoung>(GcBitsOf(start), GcEpochOf(start), epoch)) return true;
-    v.Push(start);
+    uint8_t start_bits = GcBitsOf(start);
+    uint16_t start_seen = GcEpochOf(start);
+    if (!IsCandidateOf<kYoung>(start_bits, start_seen, epoch)) return true;
+    Enter(start, start_bits, start_seen);
     while (!v.empty()) {
       Object* e = v.Pop();
       auto tag = reinterpret_cast<uintptr_t>(e);
@@ -405,12 +416,7 @@ bool CheckAcyclic(const PageList& pages, uint32_t epoch, MarkStack* stack,
         continue;                            // done already
       }
       if (kYoung && seen != 0) continue;  // old: not examined
-      uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
-      Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
-      GcSetEpoch(e, epoch);
-      ++n;
-      v.Push(reinterpret_cast<Object*>(tag | 1));
-      TraceObject(e, v);
+      Enter(e, bits, seen);
     }
     return !v.out_of_memory();  // a reference may be missing: no proof
   });

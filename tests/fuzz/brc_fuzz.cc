@@ -59,6 +59,25 @@
 // finalized, weak_callbacks, uncollectable and errors, and the counts Freeze()/Unfreeze() return,
 // equal the model's.
 //
+// The acyclic check (CollectResult::acyclic). Every collection, explicit or automatic, must
+// report acyclic exactly when it tried the check and the model's candidate graph has no cycle.
+// The candidates are the model's live, tracked, unfrozen objects (immortal ones included: they
+// stay tracked), in a young collection only the young ones; the edges are their child slots
+// that point at another candidate (a self-reference is a cycle; an edge to a leaf, a frozen or,
+// in a young collection, an old object is none: none of those is examined, and a leaf's own
+// references are not traced). brc may examine a few objects the model already calls dead: one
+// whose count reached 0 while it waits in a merge queue (the collector merges it in the stop and
+// holds it to the end), and what only it still references. None of them can lie on a cycle:
+// such an object has no referrer at all, or only dead ones, and the model kills an object only
+// when no live object references it, so a cycle's first member to die would have had a live
+// referrer; adding nodes on no cycle changes no answer, so the model needs no knowledge of
+// them. Whether a collection tries the check: the first of each kind after
+// brc::testing::ResetAcyclicScheduleForTesting always does (each input starts with one, and the
+// opcode byte of a collecting operation asks for one before it: see Step), later ones follow
+// brc's backoff, modelled after lib/collector.cc (kModelAcyclicSchedule); a collection that did
+// not try must report false. GetCollectorStats().acyclic_collections grows by exactly one per
+// acyclic collection.
+//
 // End of each input: the helper drops its slots, the resurrection list and the callbacks that
 // hold references are dropped, then the roots; Unfreeze(); collections until the model says only
 // immortal objects are left (after the first, immortal objects drop their children); each
@@ -101,6 +120,13 @@ constexpr bool kLockNeverRevivesQueued = true;
 // GetCollectorStats().frozen equals the frozen objects alive now (found by this fuzzer: a frozen
 // object freed by counting was never subtracted; findings_test.cc).
 constexpr bool kCheckFrozenStat = true;
+// Which collections try the acyclic check: modelled after brc's backoff (lib/collector.cc,
+// AcyclicSchedule: a failure makes the next 1, 2, 4 .. kMaxAcyclicSkip collections of its kind
+// skip it, a success none; tests/acyclic_test.cc pins the doubling). False if that schedule
+// changes: then only the first collection of each kind after a reset is known to try it, and
+// the others are checked only in one direction (acyclic reported implies no cycle).
+constexpr bool kModelAcyclicSchedule = true;
+constexpr uint32_t kMaxAcyclicSkip = 64;
 
 constexpr int kRoots = 8;
 constexpr int kChildren = 3;
@@ -413,6 +439,8 @@ class Run {
     if (!brc::SetCollectorConfig(brc::CollectorConfig{}).ok()) Fail("SetCollectorConfig");
     wm_.fill(WeakModel{});
     g_resurrected = &resurrected_;
+    // The check's schedule is global: afresh for each input, so that an input replays alone.
+    ResetAcyclic();
   }
   ~Run() { g_resurrected = nullptr; }
 
@@ -719,6 +747,10 @@ class Run {
   // the model collects too, and the collection's figures must match.
   template <class Fn>
   void MaybeAutoCollect(Fn&& make) {
+    // The model as the collection (if any) sees it: Make collects before it constructs, and
+    // the callers mark the object being made dead until Make returns.
+    acyclic_at_make_[0] = ModelAcyclic(true);
+    acyclic_at_make_[1] = ModelAcyclic(false);
     brc::CollectorStats before = brc::GetCollectorStats();
     bool done = false;
     struct Finish {
@@ -760,6 +792,7 @@ class Run {
                (unsigned long long)(after.automatic_collections - before.automatic_collections));
     bool young = after.young_collections != before.young_collections;
     Trace("  (an automatic %s collection ran inside Make)", young ? "young" : "full");
+    CheckAcyclicStats(before, after, young, acyclic_at_make_[young ? 0 : 1]);
     Collected c = ModelCollect(young);
     auto same = [](uint64_t got, uint64_t want, const char* what) {
       FUZZ_CHECK(got == want, "automatic collection: %s %llu, model: %llu", what,
@@ -839,8 +872,27 @@ class Run {
     return w;
   }
 
+  // Whether `op` may run a collection (explicitly, or automatically inside a tracked Make).
+  static bool MayCollect(int op) {
+    switch (op) {
+      case kMakeNode: case kThrow: case kCollect: case kConfig: case kHMake: case kHCollect:
+      case kCollectYoung:
+        return true;
+      default:
+        return false;
+    }
+  }
+
   void Step() {
-    int op = in_.Index(kNumOps);
+    // The opcode byte's quotient is spare (existing inputs decode as before): its low bit asks
+    // for a reset of the acyclic check's schedule before an operation that may collect, so that
+    // its collections try the check; without it they follow the backoff.
+    uint8_t raw = in_.Byte();
+    int op = raw % kNumOps;
+    if (MayCollect(op) && ((raw / kNumOps) & 1)) {
+      Trace("(ResetAcyclicScheduleForTesting)");
+      ResetAcyclic();
+    }
     switch (op) {
       case kMakeLeaf:
       case kMakeNode: {
@@ -996,10 +1048,13 @@ class Run {
       case kCollectYoung: {
         bool young = op == kCollectYoung;
         Trace(young ? "CollectYoung()" : "Collect()");
+        bool acyclic = ModelAcyclic(young);
+        brc::CollectorStats before = brc::GetCollectorStats();
         absl::StatusOr<brc::CollectResult> res = young ? brc::CollectYoung() : brc::Collect();
         FUZZ_CHECK(res.ok(), "Collect() failed: %s", res.status().ToString().c_str());
         FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
                    "CollectResult::kind is not the kind asked for");
+        CheckAcyclicResult(before, young, res->acyclic, acyclic);
         brc::Safepoint();
         Collected c = ModelCollect(young);
         CheckCollectResult(*res, c);
@@ -1120,6 +1175,104 @@ class Run {
                (unsigned long long)*n, (unsigned long long)expect);
   }
 
+  // --- the acyclic check (see the top of the file) ---
+
+  // The model's answer: no cycle among the candidates' references to candidates.
+  bool ModelAcyclic(bool young) {
+    auto candidate = [&](int id) {
+      if (id < 0) return false;
+      const Rec& r = R(id);
+      return !r.dead && r.created && r.tracked && !r.frozen && (!young || r.young);
+    };
+    // Depth-first, three colours: 0 not seen, 1 on the path, 2 done.
+    std::vector<uint8_t> colour(recs_.size(), 0);
+    std::vector<std::pair<int, int>> path;  // (object, next child slot to look at)
+    for (const Rec& start : recs_) {
+      if (!candidate(start.id) || colour[start.id] != 0) continue;
+      colour[start.id] = 1;
+      path.emplace_back(start.id, 0);
+      while (!path.empty()) {
+        auto& [id, k] = path.back();
+        if (k == kChildren) {
+          colour[id] = 2;
+          path.pop_back();
+          continue;
+        }
+        int c = R(id).child[k++];
+        if (!candidate(c)) continue;
+        if (colour[c] == 1) return false;  // back to the path: a cycle (a self-reference too)
+        if (colour[c] == 0) {
+          colour[c] = 1;
+          path.emplace_back(c, 0);
+        }
+      }
+    }
+    return true;
+  }
+
+  // brc's and the model's schedule both start afresh: the next collection of each kind tries.
+  void ResetAcyclic() {
+    brc::testing::ResetAcyclicScheduleForTesting();
+    sched_.fill(AcyclicSchedule{});
+  }
+
+  // One collection of kind `young` ran and reported `acyclic` (stats `before` and `after` it);
+  // the model's candidate graph was `model` (true: no cycle) when it ran.
+  void CheckAcyclic(const brc::CollectorStats& before, const brc::CollectorStats& after,
+                    bool young, bool acyclic, bool model) {
+    const char* kind = young ? "young" : "full";
+    uint64_t grew = after.acyclic_collections - before.acyclic_collections;
+    FUZZ_CHECK(grew == (acyclic ? 1u : 0u),
+               "a %s collection with acyclic %d: CollectorStats::acyclic_collections grew by %llu",
+               kind, int(acyclic), (unsigned long long)grew);
+    // True only when proven: whatever the schedule, the model must agree.
+    FUZZ_CHECK(!acyclic || model,
+               "a %s collection reported acyclic, but the model's candidates hold a cycle", kind);
+    AcyclicSchedule& s = sched_[young ? 0 : 1];
+    if (!s.known) {
+      Trace("  (%s collection: acyclic %d, model %d; not known whether it tried)", kind,
+            int(acyclic), int(model));
+      return;
+    }
+    bool tried = s.skip == 0;
+    Trace("  (%s collection: acyclic %d, model %d, %s)", kind, int(acyclic), int(model),
+          tried ? "tried" : "skipped by the backoff");
+    if (tried) {
+      FUZZ_CHECK(acyclic == model,
+                 "a %s collection that tried the acyclic check reported acyclic %d, model: %d",
+                 kind, int(acyclic), int(model));
+    } else {
+      FUZZ_CHECK(!acyclic, "a %s collection that the backoff should skip reported acyclic",
+                 kind);
+    }
+    if (!kModelAcyclicSchedule) {
+      s.known = false;
+    } else if (tried) {
+      s.backoff = acyclic ? 0 : std::min(std::max(1u, 2 * s.backoff), kMaxAcyclicSkip);
+      s.skip = s.backoff;
+    } else {
+      --s.skip;
+    }
+  }
+  // An explicit collection: exactly one ran.
+  void CheckAcyclicResult(const brc::CollectorStats& before, bool young, bool acyclic,
+                          bool model) {
+    brc::CollectorStats after = brc::GetCollectorStats();
+    FUZZ_CHECK(after.collections == before.collections + 1,
+               "one explicit collection counted as %llu",
+               (unsigned long long)(after.collections - before.collections));
+    CheckAcyclic(before, after, young, acyclic, model);
+  }
+  // An automatic collection: its result is seen only in the stats.
+  void CheckAcyclicStats(const brc::CollectorStats& before, const brc::CollectorStats& after,
+                         bool young, bool model) {
+    FUZZ_CHECK(after.acyclic_collections - before.acyclic_collections <= 1,
+               "one automatic collection counted as %llu acyclic ones",
+               (unsigned long long)(after.acyclic_collections - before.acyclic_collections));
+    CheckAcyclic(before, after, young,
+                 after.acyclic_collections != before.acyclic_collections, model);
+  }
+
   void HelperStep(int op);
   void Inspect(int a, bool referrers);
   void CheckCollectResult(const brc::CollectResult& res, const Collected& c);
@@ -1137,6 +1290,16 @@ class Run {
   std::vector<int> resurrected_m_;
   std::vector<int> gc_hold_;  // the model's collector references, during ModelCollect
   bool auto_collect_ = false;  // automatic collections enabled (kConfig)
+  // The model of brc's acyclic-check schedule, [young, full] (lib/collector.cc): the next
+  // collection of the kind tries the check when skip is 0. known: false once the model has
+  // lost track (kModelAcyclicSchedule off), until the next reset.
+  struct AcyclicSchedule {
+    bool known = true;
+    uint32_t skip = 0;
+    uint32_t backoff = 0;
+  };
+  std::array<AcyclicSchedule, 2> sched_;
+  bool acyclic_at_make_[2] = {true, true};  // ModelAcyclic(young, full) before a Make
 };
 
 
@@ -1250,10 +1413,14 @@ void Run::HelperStep(int op) {
       static const char* const kWhat[] = {"Collect()", "Freeze()", "Unfreeze()"};
       Trace("%s on the helper (wait %s)", kWhat[what], WaitName(wait));
       if (what == 0) {
+        bool acyclic = ModelAcyclic(false);
+        brc::CollectorStats before = brc::GetCollectorStats();
         absl::StatusOr<brc::CollectResult> res;
         hp.Run(wait, [&] { res = brc::Collect(); });
         FUZZ_CHECK(res.ok(), "Collect() on the helper failed: %s",
                    res.status().ToString().c_str());
+        FUZZ_CHECK(res->kind == brc::CollectKind::kFull, "the helper's Collect() was not full");
+        CheckAcyclicResult(before, false, res->acyclic, acyclic);
         brc::Safepoint();
         Collected c = ModelCollect();
         CheckCollectResult(*res, c);
@@ -1391,8 +1558,11 @@ void Run::Teardown() {
     resurrected_.clear();
     resurrected_m_.clear();
     Settle();
+    bool acyclic = ModelAcyclic(false);
+    brc::CollectorStats before = brc::GetCollectorStats();
     absl::StatusOr<brc::CollectResult> res = brc::Collect();
     FUZZ_CHECK(res.ok(), "teardown Collect() failed: %s", res.status().ToString().c_str());
+    CheckAcyclicResult(before, false, res->acyclic, acyclic);
     brc::Safepoint();
     Collected c = ModelCollect();
     CheckCollectResult(*res, c);
