@@ -258,6 +258,7 @@ class StackVisitor : public Visitor {
         base_(stack->data) {}
 
   bool empty() const noexcept { return next_ == base_; }
+  void Clear() noexcept { next_ = base_; }
   Object* Pop() noexcept { return *--next_; }
   void Push(Object* ob) noexcept {
     if (BRC_LIKELY(next_ != end_)) {
@@ -367,7 +368,11 @@ std::vector<WorkerState>& WorkerStates(int n) {
 // Calls fn(object) for each block of `pages` that a collection of this kind looks at.
 template <bool kYoung, class Fn>
 inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
-  for (GcPage* p : pages) {
+  // Pages last to first: a heap lists its young pages newest first (YoungPages keeps that
+  // order), so this is the order they were allocated from, as is a page's address order when
+  // it is bump-allocated (or reused after frees in reverse order).
+  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
+    GcPage* p = *it;
     std::size_t size = p->block_size;
     char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
     char* stop = p->block(p->bump) + p->obj_offset;
@@ -396,10 +401,29 @@ bool CheckAcyclic(const PageList& pages, uint32_t epoch, MarkStack* stack,
     v.Push(reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1));
     TraceObject(e, v);
   };
+  // True when `ob` (a reference) needs entering: a candidate not marked yet.
+  auto to_enter = [&](const Object* ob) {
+    return IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch);
+  };
   bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
     uint8_t start_bits = GcBitsOf(start);
     uint16_t start_seen = GcEpochOf(start);
     if (!IsCandidateOf<kYoung>(start_bits, start_seen, epoch)) return true;
+    // In order: an object whose references all lead to marked objects or to no candidate is
+    // done at once (the walk order is then a topological order so far). Most are, when the
+    // walk meets objects in the order they were made and objects reference older ones.
+    TraceObject(start, v);
+    bool in_order = !v.out_of_memory();
+    while (in_order && !v.empty()) in_order = !to_enter(v.Pop());
+    if (in_order) {
+      uint8_t was_young = kYoung || start_seen != 0 ? 0 : kGcWasYoung;
+      Rc::gc_bits(start).store(start_bits | was_young, std::memory_order_relaxed);
+      GcSetEpoch(start, epoch);  // world stopped
+      ++n;
+      return true;
+    }
+    // Out of order (or its own referent): a depth-first walk from it.
+    v.Clear();
     Enter(start, start_bits, start_seen);
     while (!v.empty()) {
       Object* e = v.Pop();
