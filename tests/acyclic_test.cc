@@ -69,6 +69,15 @@ brc::Ref<ANode> List(int n, std::atomic<int>* destroyed = nullptr) {
   return head;
 }
 
+// n fresh nodes, each referencing the next one made (the last references nothing).
+std::vector<brc::Ref<ANode>> Forward(int n, std::atomic<int>* destroyed) {
+  std::vector<brc::Ref<ANode>> nodes;
+  nodes.reserve(n);
+  for (int i = 0; i < n; ++i) nodes.push_back(brc::Make<ANode>(destroyed));
+  for (int i = 0; i + 1 < n; ++i) nodes[i]->a = nodes[i + 1];
+  return nodes;
+}
+
 // A live ring of n fresh nodes.
 brc::Ref<ANode> Ring(int n, std::atomic<int>* destroyed = nullptr) {
   brc::Ref<ANode> first = brc::Make<ANode>(destroyed);
@@ -241,19 +250,16 @@ TEST_CASE("A check that runs out of mark stack is undone exactly, in both kinds"
     std::atomic<int> destroyed{0};
     brc::Ref<ANode> old_list = List(10, &destroyed);
     Must(brc::CollectYoung());  // old now
-    // A list whose oldest node points to the old list. The walk takes the newest page first
-    // (young pages are listed newest first) and goes down the list from its lowest block: its
-    // stack holds an exit per node, nearly the whole list. A fan holds every node, so that
+    // A chain linked forward (each node references the next one made), so that the walk,
+    // which meets them oldest first, must go depth first down all of it: its stack holds an
+    // exit per node. The last node references the old list. A fan holds every node, so that
     // counting's marking needs a deep stack too.
+    std::vector<brc::Ref<ANode>> nodes = Forward(kChain, &destroyed);
+    nodes.back()->a = old_list;
     brc::Ref<ANode> fan = brc::Make<ANode>(&destroyed);
-    fan->many.reserve(kChain);
-    brc::Ref<ANode> head = old_list;
-    for (int i = 0; i < kChain; ++i) {
-      brc::Ref<ANode> x = brc::Make<ANode>(&destroyed);
-      x->a = std::move(head);
-      fan->many.push_back(x);
-      head = std::move(x);
-    }
+    fan->many = nodes;
+    brc::Ref<ANode> head = nodes.front();
+    nodes.clear();
     brc::testing::LimitMarkStacksForTesting(std::size_t{1} << 16);
     absl::StatusOr<brc::CollectResult> r = full ? brc::Collect() : brc::CollectYoung();
     brc::testing::LimitMarkStacksForTesting(0);
@@ -281,12 +287,25 @@ TEST_CASE("A check that runs out of mark stack falls back to counting, which sti
   Manual manual;
   Fresh();
   std::atomic<int> destroyed{0};
-  // Deep for the walk (an exit per node), shallow for marking (one root, a list).
+  // Deep for the walk (an exit per node), shallow for marking (one root, a chain).
   constexpr int kChain = 100'000;
-  brc::Ref<ANode> head = List(kChain, &destroyed);
+  auto chain = [&] {
+    std::vector<brc::Ref<ANode>> nodes = Forward(kChain, &destroyed);
+    return nodes.front();
+  };
+  // The shape is acyclic: with stack enough, the check proves it.
+  brc::Ref<ANode> head = chain();
+  brc::CollectResult r = Must(brc::CollectYoung());
+  CHECK(r.acyclic);
+  CHECK(r.scanned == kChain);
+  head = nullptr;
+  REQUIRE(destroyed.load() == kChain);
+  destroyed = 0;
+  // With the stack capped, the check gives up and counting decides, and collects.
+  head = chain();
   Ring(3, &destroyed);  // garbage
   brc::testing::LimitMarkStacksForTesting(std::size_t{1} << 16);
-  brc::CollectResult r = Must(brc::CollectYoung());
+  r = Must(brc::CollectYoung());
   brc::testing::LimitMarkStacksForTesting(0);
   CHECK_FALSE(r.acyclic);
   CHECK(r.scanned == kChain + 3);
