@@ -7,6 +7,9 @@
 //   collector_mark.cc       with the world stopped: which pages to examine, counting internal
 //                           references, marking from the roots, the garbage list, promotion,
 //                           merging parked owners' queues, the resurrection check
+//   collector_acyclic.cc    with the world stopped, before counting: the acyclic check, one
+//                           walk that proves a cycle-free set holds no garbage
+//   mark_stack.h            the stacks of marking and of the acyclic check (mmap'd)
 //   collector.cc            one collection from start to end: stop 1 (mark, take the garbage,
 //                           clear weak references), weak callbacks and finalizers with the world
 //                           running, stop 2 (resurrection), Clear(), the final decrements
@@ -177,6 +180,25 @@ uint64_t CountHeapPages() noexcept;
 // Starts a collection's mark epoch (at its rare wrap-around every examined object's mark is
 // reset to 1 first).
 uint32_t NextEpoch() noexcept;
+
+// A candidate of a collection (tracked, unfrozen; young: never examined, full: not marked by
+// the running collection, whose epoch is `running`), the kind fixed at compile time (the
+// passes' inner loops: nothing reloaded after each indirect Trace call).
+template <bool kYoung>
+inline bool IsCandidateOf(uint8_t bits, uint16_t epoch, uint32_t running) noexcept {
+  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&
+         (kYoung ? epoch == 0 : epoch != running);
+}
+
+struct MarkStack;
+// The acyclic check (collector_acyclic.cc), run by Mark before it counts. True when the
+// candidates of `pages` have no reference cycle among them: each then carries `epoch`,
+// *scanned counts them, and nothing else changed but kGcWasYoung on those that were young in
+// a full collection (ClearWasYoung). False when it found a cycle or `stack` could not grow:
+// then UndoAcyclicCheck must run. No allocation, no user code but Trace.
+bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* stack,
+                  uint64_t* scanned) noexcept;
+void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch) noexcept;
 
 struct MarkResult {
   ObjectList garbage;  // kGcGarbage set on each

@@ -34,6 +34,7 @@
 #include "brc/refcount.h"
 #include "brc/thread.h"
 #include "collector_internal.h"
+#include "mark_stack.h"
 #include "merge_queue.h"
 #include "mutex.h"
 #include "no_destroy.h"
@@ -62,14 +63,6 @@ inline bool IsCandidate(uint8_t bits, uint16_t epoch, bool young) noexcept {
 inline bool IsCandidate(const Object* ob, bool young) noexcept {
   return IsCandidate(GcBitsOf(ob), GcEpochOf(ob), young);
 }
-// The same with the kind fixed at compile time and the running epoch passed in (the passes'
-// inner loops: no reload of g_young or g_epoch after each indirect Trace call).
-template <bool kYoung>
-inline bool IsCandidateOf(uint8_t bits, uint16_t epoch, uint32_t running) noexcept {
-  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&
-         (kYoung ? epoch == 0 : epoch != running);
-}
-
 // ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
 
 // The owner of a tracked object outside a collection: none when its count is merged, else the
@@ -219,75 +212,11 @@ inline bool Claim(Object* ob, uint16_t seen, uint32_t epoch) noexcept {
   }
 }
 
-// The most entries a mark stack may hold; growths beyond it fail as if mmap had no memory
-// (brc::testing::LimitMarkStacksForTesting; 0: no limit). Written with the collection lock.
+}  // namespace
+
 std::size_t g_stack_limit = 0;
 
-// A marking worker's stack. Its memory comes from mmap, not from the configured Allocator:
-// marking runs while scratch counts hold the owner halves of headers, when no user code may
-// run (brc/detail/gc_word.h). Kept between collections (collection lock).
-struct MarkStack {
-  Object** data = nullptr;
-  std::size_t capacity = 0;  // entries
-
-  // Doubles the capacity (at least 64 Ki entries), keeping the first `used` entries. False
-  // when the memory cannot be had.
-  bool Grow(std::size_t used) noexcept {
-    std::size_t cap = std::max<std::size_t>(std::size_t{1} << 16, 2 * capacity);
-    if (BRC_UNLIKELY(g_stack_limit != 0 && cap > g_stack_limit)) return false;
-    void* mem = mmap(nullptr, cap * sizeof(Object*), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return false;
-    auto* fresh = static_cast<Object**>(mem);
-    if (used != 0) std::memcpy(fresh, data, used * sizeof(Object*));
-    if (data != nullptr) munmap(data, capacity * sizeof(Object*));
-    data = fresh;
-    capacity = cap;
-    return true;
-  }
-};
-
-// A visitor whose buffer is a MarkStack: a Trace pushes every reference without a call; the
-// loop that pops them decides what each one is. A growth of the stack that finds no memory
-// drops the reference and is remembered (a visitor may not throw).
-class StackVisitor : public Visitor {
- public:
-  explicit StackVisitor(MarkStack* stack) noexcept
-      : Visitor(&Fn, stack->data, stack->data + stack->capacity),
-        stack_(stack),
-        base_(stack->data) {}
-
-  bool empty() const noexcept { return next_ == base_; }
-  void Clear() noexcept { next_ = base_; }
-  Object* Pop() noexcept { return *--next_; }
-  void Push(Object* ob) noexcept {
-    if (BRC_LIKELY(next_ != end_)) {
-      *next_++ = ob;
-    } else {
-      Fn(this, ob);
-    }
-  }
-  // A reference was dropped for want of memory.
-  bool out_of_memory() const noexcept { return out_of_memory_; }
-
- private:
-  // The stack is full: doubles it and pushes r.
-  [[gnu::noinline]] static void Fn(Visitor* self, Object* r) noexcept {
-    auto* me = static_cast<StackVisitor*>(self);
-    std::size_t used = static_cast<std::size_t>(me->next_ - me->base_);
-    if (!me->stack_->Grow(used)) {
-      me->out_of_memory_ = true;
-      return;
-    }
-    me->base_ = me->stack_->data;
-    me->next_ = me->base_ + used;
-    me->end_ = me->base_ + me->stack_->capacity;
-    *me->next_++ = r;
-  }
-  MarkStack* stack_;
-  Object** base_;
-  bool out_of_memory_ = false;
-};
+namespace {
 
 // Pass 2: mark everything reachable from a root (depth first, explicit stack): the loop that
 // pops the references claims the candidates among them and traces those. When the stack could
@@ -342,146 +271,6 @@ std::vector<WorkerState>& WorkerStates(int n) {
   static NoDestroy<std::vector<WorkerState>> states;
   if (states.get().size() < static_cast<std::size_t>(n)) states.get().resize(n);
   return states.get();
-}
-
-// ---- the acyclic check ----
-//
-// Garbage that reference counting has not freed needs a cycle: in a garbage set, every member
-// has a reference count of at least one (count zero is freed, or waits in a queue and is a
-// root, see MarkWith) and all its references come from other members, so following referrers
-// from member to member never ends, and in a finite set it must come back. So when the
-// candidates' references among themselves form no cycle, nothing is garbage, and one
-// depth-first walk proves it: cheaper than the counting passes (one trace per candidate
-// instead of two), with no scratch count, so owners need no restoring. What a program builds
-// (lists, trees, objects made from their parts) usually has no cycle, above all in the young
-// set; a heap with parent links or rings has, and the walk stops at the first one it finds.
-//
-// The walk (iterative, on the mark stack): a candidate entered gets the epoch (reachable, as
-// marking would leave it) and kGcOnPath, and its exit is pushed below its references (the
-// pointer with bit 0 set); popping the exit clears kGcOnPath. A reference to a candidate that
-// has kGcOnPath is to an object on the path from the walk's start to here (everything pushed
-// above an exit is popped before it): a cycle. In a full collection an entered young object
-// also gets kGcWasYoung, so that the walk can be undone exactly. When the walk fails, the
-// collection undoes it and counts as usual, and the schedule skips the check for a while
-// (collector.cc).
-
-// Calls fn(object) for each block of `pages` that a collection of this kind looks at.
-template <bool kYoung, class Fn>
-inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
-  // Pages last to first: a heap lists its young pages newest first (YoungPages keeps that
-  // order), so this is the order they were allocated from, as is a page's address order when
-  // it is bump-allocated (or reused after frees in reverse order).
-  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
-    GcPage* p = *it;
-    std::size_t size = p->block_size;
-    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
-    char* stop = p->block(p->bump) + p->obj_offset;
-    for (; b < stop; b += size) {
-      if (!fn(reinterpret_cast<Object*>(b))) return false;
-    }
-  }
-  return true;
-}
-
-// True when the candidates of `pages` hold no cycle: then each has the epoch, *scanned counts
-// them, and nothing else changed (but kGcWasYoung, see ClearWasYoung). False when a cycle
-// was found or the stack could not grow: then UndoAcyclicCheck.
-template <bool kYoung>
-bool CheckAcyclic(const PageList& pages, uint32_t epoch, MarkStack* stack,
-                  uint64_t* scanned) noexcept {
-  StackVisitor v(stack);
-  uint64_t n = 0;
-  auto mark = static_cast<uint16_t>(epoch);
-  // Enters a candidate (its bits and epoch as read): marks it, pushes its exit and traces it.
-  auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
-    uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
-    Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
-    GcSetEpoch(e, epoch);
-    ++n;
-    v.Push(reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1));
-    TraceObject(e, v);
-  };
-  // True when `ob` (a reference) needs entering: a candidate not marked yet.
-  auto to_enter = [&](const Object* ob) {
-    return IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch);
-  };
-  bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
-    uint8_t start_bits = GcBitsOf(start);
-    uint16_t start_seen = GcEpochOf(start);
-    if (!IsCandidateOf<kYoung>(start_bits, start_seen, epoch)) return true;
-    // In order: an object whose references all lead to marked objects or to no candidate is
-    // done at once (the walk order is then a topological order so far). Most are, when the
-    // walk meets objects in the order they were made and objects reference older ones.
-    TraceObject(start, v);
-    bool in_order = !v.out_of_memory();
-    while (in_order && !v.empty()) in_order = !to_enter(v.Pop());
-    if (in_order) {
-      uint8_t was_young = kYoung || start_seen != 0 ? 0 : kGcWasYoung;
-      Rc::gc_bits(start).store(start_bits | was_young, std::memory_order_relaxed);
-      GcSetEpoch(start, epoch);  // world stopped
-      ++n;
-      return true;
-    }
-    // Out of order (or its own referent): a depth-first walk from it.
-    v.Clear();
-    Enter(start, start_bits, start_seen);
-    while (!v.empty()) {
-      Object* e = v.Pop();
-      auto tag = reinterpret_cast<uintptr_t>(e);
-      if (tag & 1) {  // the exit of an object whose references are all done
-        GcSetBits(reinterpret_cast<Object*>(tag - 1), 0, kGcOnPath);  // world stopped
-        continue;
-      }
-      uint8_t bits = GcBitsOf(e);
-      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;  // never examined
-      uint16_t seen = GcEpochOf(e);
-      if (seen == mark) {
-        if (bits & kGcOnPath) return false;  // a cycle
-        continue;                            // done already
-      }
-      if (kYoung && seen != 0) continue;  // old: not examined
-      Enter(e, bits, seen);
-    }
-    return !v.out_of_memory();  // a reference may be missing: no proof
-  });
-  if (!acyclic) return false;
-  *scanned = n;
-  return true;
-}
-
-}  // namespace
-
-// After a full collection's successful mark or acyclic check: clears kGcWasYoung, which only
-// objects young before it can carry (they lie in the young pages). No allocation: walks the
-// heaps' young lists directly.
-void ClearWasYoung() noexcept {
-  ForEachThreadState([](ThreadState* ts) {
-    ForEachYoungPage(ts->heap, [](GcPage* p) {
-      std::size_t size = p->block_size;
-      char* b = p->block(p->young_first()) + p->obj_offset;
-      char* stop = p->block(p->bump) + p->obj_offset;
-      for (; b < stop; b += size) {
-        auto* ob = reinterpret_cast<Object*>(b);
-        if (GcBitsOf(ob) & kGcWasYoung) GcSetBits(ob, 0, kGcWasYoung);
-      }
-    });
-  });
-}
-
-namespace {
-
-// After a CheckAcyclic that returned false: every object it entered has its epoch back (0 if
-// it was young, else one that reads as old) and neither of its bits.
-template <bool kYoung>
-void UndoAcyclicCheck(const PageList& pages, uint32_t epoch) noexcept {
-  ForEachBlockUntil<kYoung>(pages, [&](Object* ob) {
-    uint8_t bits = GcBitsOf(ob);
-    if ((bits & kGcTracked) && GcEpochOf(ob) == epoch) {
-      GcSetEpoch(ob, kYoung || (bits & kGcWasYoung) ? 0 : kGcEpochOld);
-      GcSetBits(ob, 0, kGcOnPath | kGcWasYoung);
-    }
-    return true;
-  });
 }
 
 // Mark with one worker (serial) or several (parallel); see Mark below. With one worker,
@@ -589,9 +378,7 @@ MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers
   bool acyclic = false;
   if (try_acyclic) {
     MarkResult r;
-    MarkStack* stack = &WorkerStates(1)[0].stack;
-    acyclic = young ? CheckAcyclic<true>(pages, epoch, stack, &r.scanned)
-                    : CheckAcyclic<false>(pages, epoch, stack, &r.scanned);
+    acyclic = CheckAcyclic(pages, young, epoch, &WorkerStates(1)[0].stack, &r.scanned);
 #ifndef BRC_DEBUG
     if (acyclic) {
       r.acyclic = true;
@@ -600,11 +387,7 @@ MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers
 #endif
     // BRC_DEBUG checks every proof: undone, then the counting passes must find no garbage
     // (and they check each Trace against the counts, which the walk cannot).
-    if (young) {
-      UndoAcyclicCheck<true>(pages, epoch);
-    } else {
-      UndoAcyclicCheck<false>(pages, epoch);
-    }
+    UndoAcyclicCheck(pages, young, epoch);
   }
   constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {

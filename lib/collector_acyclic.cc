@@ -1,0 +1,175 @@
+// The acyclic check: a collection that can prove, with one walk, that its examined objects
+// hold no garbage. (Overview of the collector's files: collector_internal.h.)
+//
+// Garbage that reference counting has not freed needs a cycle: in a garbage set, every member
+// has a reference count of at least one (count zero is freed, or waits in a queue and is a
+// root: collector_mark.cc, MarkWith) and all its references come from other members, so
+// following referrers from member to member never ends, and in a finite set it must come
+// back. So when the candidates' references among themselves form no cycle, nothing is garbage.
+// One walk over the candidates proves it, cheaper than the counting passes: one trace per
+// candidate instead of two, no scratch count (so no owner to restore), and for most objects
+// no stack. What a program builds (lists, trees, objects made from their parts) usually has
+// no cycle, above all in the young set; a heap with parent links or rings has one, and the
+// walk stops at the first it finds.
+//
+// The walk meets the candidates page by page, oldest page first, in address order.
+//  * In order: a candidate whose references all lead to marked candidates or to no candidate
+//    gets the epoch at once (marked: reachable, as marking would leave it). While every
+//    candidate is like that, the walk's order is a topological order of the references, so
+//    there is no cycle. Objects reference older ones far more often than newer ones, and
+//    pages are mostly allocated in address order, so this is the common case.
+//  * Depth first, from a candidate that references an unmarked one: a candidate entered gets
+//    the epoch and kGcOnPath, and its exit goes on the stack below its references (the pointer
+//    with bit 0 set); popping the exit clears kGcOnPath. A reference to a candidate with
+//    kGcOnPath leads to an object on the path from where this walk began (everything pushed
+//    above an exit is popped before it): a cycle. Marked candidates without the bit are done
+//    and have no path back to the current one.
+// In a full collection a candidate entered while young also gets kGcWasYoung, so that a failed
+// walk can be undone exactly. When the walk fails (a cycle, or a stack that cannot grow), the
+// collection undoes it and counts as usual, and the schedule skips the check for a while
+// (collector.cc).
+#include <cstdint>
+
+#include "collector_internal.h"
+#include "mark_stack.h"
+#include "thread_state.h"
+
+namespace brc::detail {
+namespace {
+
+// Calls fn(object) for each block of `pages` that a collection of this kind looks at.
+template <bool kYoung, class Fn>
+inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
+  // Pages last to first: a heap lists its young pages newest first (YoungPages keeps that
+  // order), so this is the order they were allocated from, as is a page's address order when
+  // it is bump-allocated (or reused after frees in reverse order).
+  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
+    GcPage* p = *it;
+    std::size_t size = p->block_size;
+    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
+    char* stop = p->block(p->bump) + p->obj_offset;
+    for (; b < stop; b += size) {
+      if (!fn(reinterpret_cast<Object*>(b))) return false;
+    }
+  }
+  return true;
+}
+
+// True when the candidates of `pages` hold no cycle: then each has the epoch, *scanned counts
+// them, and nothing else changed (but kGcWasYoung, see ClearWasYoung). False when a cycle
+// was found or the stack could not grow: then UndoAcyclicCheck.
+template <bool kYoung>
+bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
+                    uint64_t* scanned) noexcept {
+  StackVisitor v(stack);
+  uint64_t n = 0;
+  auto mark = static_cast<uint16_t>(epoch);
+  // Enters a candidate (its bits and epoch as read): marks it, pushes its exit and traces it.
+  auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
+    uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
+    Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
+    GcSetEpoch(e, epoch);
+    ++n;
+    v.Push(reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1));
+    TraceObject(e, v);
+  };
+  // True when `ob` (a reference) needs entering: a candidate not marked yet.
+  auto to_enter = [&](const Object* ob) {
+    return IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch);
+  };
+  bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
+    uint8_t start_bits = GcBitsOf(start);
+    uint16_t start_seen = GcEpochOf(start);
+    if (!IsCandidateOf<kYoung>(start_bits, start_seen, epoch)) return true;
+    // In order: an object whose references all lead to marked objects or to no candidate is
+    // done at once (the walk order is then a topological order so far). Most are, when the
+    // walk meets objects in the order they were made and objects reference older ones.
+    TraceObject(start, v);
+    bool in_order = !v.out_of_memory();
+    while (in_order && !v.empty()) in_order = !to_enter(v.Pop());
+    if (in_order) {
+      uint8_t was_young = kYoung || start_seen != 0 ? 0 : kGcWasYoung;
+      Rc::gc_bits(start).store(start_bits | was_young, std::memory_order_relaxed);
+      GcSetEpoch(start, epoch);  // world stopped
+      ++n;
+      return true;
+    }
+    // Out of order (or its own referent): a depth-first walk from it.
+    v.Clear();
+    Enter(start, start_bits, start_seen);
+    while (!v.empty()) {
+      Object* e = v.Pop();
+      auto tag = reinterpret_cast<uintptr_t>(e);
+      if (tag & 1) {  // the exit of an object whose references are all done
+        GcSetBits(reinterpret_cast<Object*>(tag - 1), 0, kGcOnPath);  // world stopped
+        continue;
+      }
+      uint8_t bits = GcBitsOf(e);
+      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;  // never examined
+      uint16_t seen = GcEpochOf(e);
+      if (seen == mark) {
+        if (bits & kGcOnPath) return false;  // a cycle
+        continue;                            // done already
+      }
+      if (kYoung && seen != 0) continue;  // old: not examined
+      Enter(e, bits, seen);
+    }
+    return !v.out_of_memory();  // a reference may be missing: no proof
+  });
+  if (!acyclic) return false;
+  *scanned = n;
+  return true;
+}
+
+}  // namespace
+
+// After a full collection's successful mark or acyclic check: clears kGcWasYoung, which only
+// objects young before it can carry (they lie in the young pages). No allocation: walks the
+// heaps' young lists directly.
+void ClearWasYoung() noexcept {
+  ForEachThreadState([](ThreadState* ts) {
+    ForEachYoungPage(ts->heap, [](GcPage* p) {
+      std::size_t size = p->block_size;
+      char* b = p->block(p->young_first()) + p->obj_offset;
+      char* stop = p->block(p->bump) + p->obj_offset;
+      for (; b < stop; b += size) {
+        auto* ob = reinterpret_cast<Object*>(b);
+        if (GcBitsOf(ob) & kGcWasYoung) GcSetBits(ob, 0, kGcWasYoung);
+      }
+    });
+  });
+}
+
+namespace {
+
+// After a CheckAcyclic that returned false: every object it entered has its epoch back (0 if
+// it was young, else one that reads as old) and neither of its bits.
+template <bool kYoung>
+void UndoAcyclicCheckOf(const PageList& pages, uint32_t epoch) noexcept {
+  ForEachBlockUntil<kYoung>(pages, [&](Object* ob) {
+    uint8_t bits = GcBitsOf(ob);
+    if ((bits & kGcTracked) && GcEpochOf(ob) == epoch) {
+      GcSetEpoch(ob, kYoung || (bits & kGcWasYoung) ? 0 : kGcEpochOld);
+      GcSetBits(ob, 0, kGcOnPath | kGcWasYoung);
+    }
+    return true;
+  });
+}
+
+}  // namespace
+
+bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* stack,
+                  uint64_t* scanned) noexcept {
+  return young ? CheckAcyclicOf<true>(pages, epoch, stack, scanned)
+               : CheckAcyclicOf<false>(pages, epoch, stack, scanned);
+}
+
+void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch) noexcept {
+  if (young) {
+    UndoAcyclicCheckOf<true>(pages, epoch);
+  } else {
+    UndoAcyclicCheckOf<false>(pages, epoch);
+  }
+}
+
+}  // namespace brc::detail
