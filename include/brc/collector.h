@@ -34,14 +34,21 @@
 // costs neither a walk of the heap nor an atomic on allocation (lib/gc_heap.h, "Young pages").
 //
 // Automatic collections run inside brc::Make of a tracked type once `young_threshold` tracked
-// objects were allocated since the last collection. Each is a young collection, unless the
-// objects promoted since the last full collection reach `full_ratio` times the objects that
-// survived it: then it is a full one (CPython's rule). A young collection costs about the
+// objects were allocated since the last collection. Each is a young collection, unless the old
+// heap has grown by `full_ratio` times the objects that survived the last full collection
+// (CPython's rule; growth: objects promoted since, less old objects freed since): then it is a
+// full one. A young collection costs about the
 // young set; full collections come each time the old heap grew by `full_ratio`, so the total
 // work stays linear in the number of allocations however large the heap grows. A full
 // collection that frees less than 1% of what it examined doubles a backoff factor on
 // `full_ratio` (up to 16x; one that frees more resets it), so a heap that only grows is not
 // examined four or five times over (lib/collector_schedule.cc; README "Young and full").
+//
+// The acyclic check: garbage that counting has not freed always contains a reference cycle, so
+// a collection whose examined objects have none among them frees nothing. Each collection first
+// walks its objects once to look for a cycle, and skips the counting passes when there is none
+// (CollectResult::acyclic); after a walk that found one, the next collections of that kind skip
+// the walk for a while (README "The acyclic check").
 #ifndef BRC_COLLECTOR_H_
 #define BRC_COLLECTOR_H_
 
@@ -101,8 +108,9 @@ struct CollectorConfig {
   // An automatic collection runs when `young_threshold` tracked objects were allocated since
   // the last collection.
   uint64_t young_threshold = 2000;
-  // It is a full collection when the objects promoted since the last full one reach
-  // `full_ratio` x the tracked objects that survived that one; otherwise a young one. With
+  // It is a full collection when the old heap grew (objects promoted, less old objects freed)
+  // by `full_ratio` x the tracked objects that survived the last full one since it ran;
+  // otherwise a young one. With
   // `generational` false every automatic collection is full, and the next one waits for
   // max(young_threshold, full_ratio x the survivors) allocations (brc's schedule before young
   // collections: the same linear bound, with each collection examining the whole heap).
