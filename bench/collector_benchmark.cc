@@ -72,7 +72,8 @@
 //         full_only     CollectorConfig::generational = false: every automatic collection is
 //                       full (brc's schedule before young collections)
 //       Time: wall-clock per iteration. Counters per iteration: young, full (collections run,
-//       from brc::GetCollectorStats() before and after), stopped_ms (world stopped; split into
+//       from brc::GetCollectorStats() before and after), acyclic (of those, the ones that the
+//       acyclic check settled without counting), stopped_ms (world stopped; split into
 //       young_stopped_ms and full_stopped_ms), and ns_per_node (wall-clock time / (N x R)).
 //       The floor: generational <= 1.3x off, each N.
 //   BM_YoungPause/old:O/young:Y, BM_FullPause/old:O/young:Y
@@ -444,6 +445,8 @@ void BM_BuildAndDrop(benchmark::State& state, Setting setting) {
         static_cast<double>(after.young_collections - before.young_collections) / iters;
     state.counters["full"] =
         static_cast<double>(after.full_collections - before.full_collections) / iters;
+    state.counters["acyclic"] =
+        static_cast<double>(after.acyclic_collections - before.acyclic_collections) / iters;
     state.counters["stopped_ms"] =
         absl::ToDoubleMilliseconds(after.total_stopped - before.total_stopped) / iters;
     state.counters["young_stopped_ms"] =

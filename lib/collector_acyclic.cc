@@ -57,7 +57,8 @@ inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
 
 // True when the candidates of `pages` hold no cycle: then each has the epoch, *scanned counts
 // them, and nothing else changed (but kGcWasYoung, see ClearWasYoung). False when a cycle
-// was found or the stack could not grow: then UndoAcyclicCheck.
+// was found or the stack could not grow: then UndoAcyclicCheck, with *scanned the objects
+// marked so far.
 template <bool kYoung>
 bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
                     uint64_t* scanned) noexcept {
@@ -116,9 +117,8 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
     }
     return !v.out_of_memory();  // a reference may be missing: no proof
   });
-  if (!acyclic) return false;
-  *scanned = n;
-  return true;
+  *scanned = n;  // on failure: how many it marked, for the undo
+  return acyclic;
 }
 
 }  // namespace
@@ -142,15 +142,19 @@ void ClearWasYoung() noexcept {
 
 namespace {
 
-// After a CheckAcyclic that returned false: every object it entered has its epoch back (0 if
-// it was young, else one that reads as old) and neither of its bits.
+// After a CheckAcyclic that returned false having marked `marked` objects: every one of them
+// has its epoch back (0 if it was young, else one that reads as old) and neither of its bits.
+// The walk stops at the last of them: a check that met a cycle early (a heap of rings) costs
+// no walk of the whole heap to undo.
 template <bool kYoung>
-void UndoAcyclicCheckOf(const PageList& pages, uint32_t epoch) noexcept {
+void UndoAcyclicCheckOf(const PageList& pages, uint32_t epoch, uint64_t marked) noexcept {
   ForEachBlockUntil<kYoung>(pages, [&](Object* ob) {
+    if (marked == 0) return false;
     uint8_t bits = GcBitsOf(ob);
     if ((bits & kGcTracked) && GcEpochOf(ob) == epoch) {
       GcSetEpoch(ob, kYoung || (bits & kGcWasYoung) ? 0 : kGcEpochOld);
       GcSetBits(ob, 0, kGcOnPath | kGcWasYoung);
+      --marked;
     }
     return true;
   });
@@ -164,11 +168,12 @@ bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* 
                : CheckAcyclicOf<false>(pages, epoch, stack, scanned);
 }
 
-void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch) noexcept {
+void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch,
+                      uint64_t marked) noexcept {
   if (young) {
-    UndoAcyclicCheckOf<true>(pages, epoch);
+    UndoAcyclicCheckOf<true>(pages, epoch, marked);
   } else {
-    UndoAcyclicCheckOf<false>(pages, epoch);
+    UndoAcyclicCheckOf<false>(pages, epoch, marked);
   }
 }
 

@@ -195,10 +195,12 @@ struct MarkStack;
 // candidates of `pages` have no reference cycle among them: each then carries `epoch`,
 // *scanned counts them, and nothing else changed but kGcWasYoung on those that were young in
 // a full collection (ClearWasYoung). False when it found a cycle or `stack` could not grow:
-// then UndoAcyclicCheck must run. No allocation, no user code but Trace.
+// then UndoAcyclicCheck must run, with `marked` the count it left in *scanned. No allocation,
+// no user code but Trace.
 bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* stack,
                   uint64_t* scanned) noexcept;
-void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch) noexcept;
+void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch,
+                      uint64_t marked) noexcept;
 
 struct MarkResult {
   ObjectList garbage;  // kGcGarbage set on each

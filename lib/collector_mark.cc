@@ -387,7 +387,7 @@ MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers
 #endif
     // BRC_DEBUG checks every proof: undone, then the counting passes must find no garbage
     // (and they check each Trace against the counts, which the walk cannot).
-    UndoAcyclicCheck(pages, young, epoch);
+    UndoAcyclicCheck(pages, young, epoch, r.scanned);
   }
   constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {

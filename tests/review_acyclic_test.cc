@@ -123,22 +123,45 @@ TEST_CASE("review: a full collection's garbage freed by its owner thread afterwa
   // its next safepoints, after the collection has recorded itself.
   constexpr int kRing = 40'000;
   std::atomic<int> phase{0};
-  std::thread owner([&] {
-    brc::ThreadScope a;
-    Ring(kRing, &destroyed);  // dropped: garbage
+  std::atomic<bool> stop1_done{false}, owner_quiet{false};
+  brc_test::WorkerFailures failures;
+  // The control: the same ring made and freed by this thread (its frees happen inside the
+  // collection) leaves the schedule alone, and full collections run.
+  bool foreign = true;
+  SECTION("owned by another thread") {}
+  SECTION("control: owned by the collecting thread") { foreign = false; }
+  if (!foreign) {
+    Ring(kRing, &destroyed);
     phase.store(1);
-    while (phase.load() != 2) {
+  }
+  std::thread owner([&] {
+    if (!foreign) return;  // (an unattached thread that does nothing: keeps the code one path)
+    brc::ThreadScope a;
+    // A weak-reference callback tells when the collection's first stop has found the ring
+    // (it runs on the collecting thread with the world running, before the final decrements)
+    // and holds the collection until this thread stops reaching safepoints: so the collector's
+    // final decrements wait in this thread's queue until the collection has returned.
+    brc::WeakRef<RNode> weak(Ring(kRing, &destroyed), [&] {  // the ring is dropped: garbage
+      stop1_done.store(true);
+      while (!owner_quiet.load()) std::this_thread::yield();
+    });
+    phase.store(1);
+    while (!stop1_done.load()) {
       brc::Safepoint();
       std::this_thread::yield();
     }
+    owner_quiet.store(true);
+    while (phase.load() != 2) std::this_thread::yield();
     // Drain what the collection queued here (the nodes are freed on this thread).
-    REQUIRE(brc_test::EventuallyTrue([&] { return destroyed.load() == kRing; }));
+    failures.Expect(brc_test::EventuallyTrue([&] { return destroyed.load() == kRing; }));
   });
   REQUIRE(brc_test::EventuallyTrue([&] { return phase.load() == 1; }));
   brc::CollectResult full = Must(brc::Collect());
   CHECK(full.collected == kRing);
   phase.store(2);
+  CHECK(BitsOf(live.get()) == brc::detail::kGcTracked);
   brc_test::JoinBlocking(owner);
+  REQUIRE(failures.count.load() == 0);
   REQUIRE(destroyed.load() == kRing);
   uint64_t fulls_before = brc::GetCollectorStats().full_collections;
 

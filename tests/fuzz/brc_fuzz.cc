@@ -62,21 +62,31 @@
 // The acyclic check (CollectResult::acyclic). Every collection, explicit or automatic, must
 // report acyclic exactly when it tried the check and the model's candidate graph has no cycle.
 // The candidates are the model's live, tracked, unfrozen objects (immortal ones included: they
-// stay tracked), in a young collection only the young ones; the edges are their child slots
-// that point at another candidate (a self-reference is a cycle; an edge to a leaf, a frozen or,
-// in a young collection, an old object is none: none of those is examined, and a leaf's own
-// references are not traced). brc may examine a few objects the model already calls dead: one
-// whose count reached 0 while it waits in a merge queue (the collector merges it in the stop and
-// holds it to the end), and what only it still references. None of them can lie on a cycle:
-// such an object has no referrer at all, or only dead ones, and the model kills an object only
-// when no live object references it, so a cycle's first member to die would have had a live
-// referrer; adding nodes on no cycle changes no answer, so the model needs no knowledge of
-// them. Whether a collection tries the check: the first of each kind after
-// brc::testing::ResetAcyclicScheduleForTesting always does (each input starts with one, and the
-// opcode byte of a collecting operation asks for one before it: see Step), later ones follow
-// brc's backoff, modelled after lib/collector.cc (kModelAcyclicSchedule); a collection that did
-// not try must report false. GetCollectorStats().acyclic_collections grows by exactly one per
-// acyclic collection.
+// stay tracked), in a young collection only the young ones; either thread's objects alike (the
+// helper's, and those a replaced helper left behind). The edges are their child slots that point
+// at another candidate: a self-reference is a cycle; an edge to a leaf, a frozen or, in a young
+// collection, an old object is none (none of those is examined, and a leaf's own references are
+// not traced). What the model knows, and why that is enough:
+//  * Young: the model's flag is exactly brc's "mark epoch 0": objects made since the last
+//    collection that completed (an automatic one inside Make runs before the new object is
+//    constructed, and the model marks that object dead until Make returns); Freeze promotes.
+//  * Dead but still there: brc may examine objects the model already calls dead: one whose
+//    count reached 0 while it waits in a merge queue (a collection merges parked threads' queues
+//    in its stop and holds what it finds dead until the restart), and what only such objects
+//    still reference. None of them lies on a cycle: such an object has no referrer, or dead
+//    ones only, and the model kills an object only when no live object references it, so the
+//    first member of a cycle to die would still have had a live referrer. Nodes on no cycle
+//    change no answer, so the model needs no knowledge of them. (Garbage of a collection is
+//    cleared and freed before Collect returns; Check verifies that after every step.)
+//  * Callbacks and finalizers make no objects here; a resurrecting finalizer runs after the
+//    check (in the collection's second half) and its object is old afterwards, as the model has
+//    it (ModelCollect promotes before it finalizes).
+// Whether a collection tries the check: the first of each kind after
+// brc::testing::ResetAcyclicScheduleForTesting always does (each input starts with a reset, and
+// the opcode byte of an operation that may collect asks for one before it: see Step); later ones
+// follow brc's backoff, which the model follows too (kModelAcyclicSchedule); a collection that
+// skipped the check must report false. GetCollectorStats().acyclic_collections grows by exactly
+// one per acyclic collection (the only way to see an automatic collection's answer).
 //
 // End of each input: the helper drops its slots, the resurrection list and the callbacks that
 // hold references are dropped, then the roots; Unfreeze(); collections until the model says only
@@ -120,11 +130,11 @@ constexpr bool kLockNeverRevivesQueued = true;
 // GetCollectorStats().frozen equals the frozen objects alive now (found by this fuzzer: a frozen
 // object freed by counting was never subtracted; findings_test.cc).
 constexpr bool kCheckFrozenStat = true;
-// Which collections try the acyclic check: modelled after brc's backoff (lib/collector.cc,
-// AcyclicSchedule: a failure makes the next 1, 2, 4 .. kMaxAcyclicSkip collections of its kind
-// skip it, a success none; tests/acyclic_test.cc pins the doubling). False if that schedule
-// changes: then only the first collection of each kind after a reset is known to try it, and
-// the others are checked only in one direction (acyclic reported implies no cycle).
+// Which collections try the acyclic check: modelled after brc's backoff (README "The acyclic
+// check"; lib/collector.cc): after a failed check the next 1, then 2, 4 .. kMaxAcyclicSkip
+// collections of its kind skip it (failures in a row), a success resets it. False if that
+// schedule changes: then only the first collection of each kind after a reset is known to try
+// it, and the others are checked in one direction only (acyclic reported implies no cycle).
 constexpr bool kModelAcyclicSchedule = true;
 constexpr uint32_t kMaxAcyclicSkip = 64;
 
@@ -1107,7 +1117,7 @@ class Run {
         }
         brc::CollectorConfig config;
         config.young_threshold = b % 4;  // 1..3 tracked allocations
-        config.full_ratio = (b / 4) % 2 ? 0.25 : 0.0;  // 0: every automatic collection is full
+        config.full_ratio = (b / 4) % 2 ? 0.25 : 0.0;  // 0: full whenever the old heap grew
         config.generational = (b & 0x80) == 0;
         config.workers = 1 + (b / 8) % 3;  // > 1: parallel marking (oneTBB) on large heaps
         Trace("SetCollectorConfig(young_threshold %llu, full_ratio %.2f, generational %d, workers "
@@ -1290,7 +1300,7 @@ class Run {
   std::vector<int> resurrected_m_;
   std::vector<int> gc_hold_;  // the model's collector references, during ModelCollect
   bool auto_collect_ = false;  // automatic collections enabled (kConfig)
-  // The model of brc's acyclic-check schedule, [young, full] (lib/collector.cc): the next
+  // The model of brc's acyclic-check schedule, [young, full] (README): the next
   // collection of the kind tries the check when skip is 0. known: false once the model has
   // lost track (kModelAcyclicSchedule off), until the next reset.
   struct AcyclicSchedule {
