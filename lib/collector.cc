@@ -262,8 +262,11 @@ void ClearAndRelease(Collection& c) {
   DrainQueue(c.self);
   for (Object* ob : garbage) {
     if (Rc::RefCount(ob) > 1) ++c.result.uncollectable;
-    // A plain store: the collector still holds a reference, so no Dealloc writes the bits.
+    // Plain stores: the collector still holds a reference, so no Dealloc writes the bits. The
+    // epoch tells Dealloc not to count this death as old (the schedule counted it already),
+    // whenever and on whichever thread it happens; an object that survives is old.
     GcSetBits(ob, 0, kGcGarbage);
+    GcSetEpoch(ob, kGcEpochCollected);
     Rc::DecRef(ob);
   }
   c.result.collected = garbage.size() - c.result.uncollectable;

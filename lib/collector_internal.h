@@ -79,9 +79,9 @@ struct Shared {
   // and those promoted by young collections since (CPython's long_lived_total and _pending).
   uint64_t old_after_full = 0;
   uint64_t promoted_since_full = 0;
-  // For the schedule: objects examined by young collections since the last full one (all of
-  // them got a mark: the garbage among them too), and g_old_freed when that one ended.
-  uint64_t examined_since_full = 0;
+  // g_old_freed when the last full collection ended: the old objects freed since then shrink
+  // the old heap (FullDue). A collection's garbage is not among them: it dies with
+  // kGcEpochCollected, which Dealloc does not count.
   uint64_t old_freed_at_full = 0;
   // Multiplies full_ratio: doubled (up to kMaxFullBackoff) after each full collection that
   // found (almost) no garbage, back to 1 after one that did (collector_schedule.cc).

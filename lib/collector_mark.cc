@@ -44,11 +44,11 @@
 namespace brc::detail {
 namespace {
 
-// The number of the running collection (2 .. kGcEpochLimit - 1), written into an object's
+// The number of the running collection (kGcEpochFirst .. kGcEpochLimit - 1), written into an object's
 // flags when it is marked reachable. 0 is "young, never examined"; 1 is "examined before the
 // last wrap-around". Written by the collecting thread under the collection lock; read by
 // marking workers (ParallelFor orders it).
-uint32_t g_epoch = 1;
+uint32_t g_epoch = kGcEpochFirst - 1;
 // Whether the running collection is young. Written like g_epoch.
 bool g_young = false;
 
@@ -449,7 +449,7 @@ uint32_t NextEpoch() noexcept {
       }
     });
   });
-  g_epoch = 2;
+  g_epoch = kGcEpochFirst;
   return g_epoch;
 }
 

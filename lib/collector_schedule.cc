@@ -194,11 +194,12 @@ constexpr uint32_t kMaxFullBackoff = 16;
 // Caller holds G().mu.
 bool FullDue(const Shared& g) {
   if (!g.config.generational) return true;
-  // The old heap's growth: what became old, less the old objects freed since (by counting, or
-  // as garbage of young collections). A heap that builds and drops structures does not grow.
+  // The old heap's growth: what young collections promoted, less the old objects freed since
+  // (by counting; a collection's own garbage is not counted twice, see kGcEpochCollected). A
+  // heap that builds and drops structures does not grow.
   uint64_t freed = g_old_freed.load(std::memory_order_relaxed) - g.old_freed_at_full;
-  if (g.examined_since_full <= freed) return false;
-  auto growth = static_cast<double>(g.examined_since_full - freed);
+  if (g.promoted_since_full <= freed) return false;
+  auto growth = static_cast<double>(g.promoted_since_full - freed);
   return growth >= g.config.full_ratio * g.full_backoff * static_cast<double>(g.old_after_full);
 }
 
@@ -262,16 +263,11 @@ void RecordCollection(const CollectResult& result, absl::Duration pause1, absl::
   if (result.kind == CollectKind::kFull) {
     g.old_after_full = result.scanned - result.collected;
     g.promoted_since_full = 0;
-    g.examined_since_full = 0;
-    // This collection's garbage, freed on this thread, is no growth to subtract later (the
-    // few old deaths on this thread not yet reported go with it).
-    t_old_freed = 0;
     g.old_freed_at_full = g_old_freed.load(std::memory_order_relaxed);
     bool fruitless = result.collected * 100 < result.scanned;
     g.full_backoff = fruitless ? std::min(g.full_backoff * 2, kMaxFullBackoff) : 1;
   } else {
     g.promoted_since_full += result.promoted;
-    g.examined_since_full += result.scanned;
   }
   UpdateTrigger(g);
 }

@@ -346,8 +346,9 @@ void Rc::Dealloc(Object* ob) noexcept {
     ob->gc_bits_.store(static_cast<uint8_t>(bits & ~kGcTracked), std::memory_order_relaxed);
     if (bits & kGcFrozen) {
       OnFrozenObjectFreed();
-    } else if (ob->gc_epoch_.load(std::memory_order_relaxed) != 0) {
-      NoteOldFreed();
+    } else if (uint16_t epoch = ob->gc_epoch_.load(std::memory_order_relaxed);
+               epoch != 0 && epoch != kGcEpochCollected) {
+      NoteOldFreed();  // an old object leaves the old heap (not one a collection took)
     }
   }
   // First make the object unreachable through weak references (no user code, no allocation).

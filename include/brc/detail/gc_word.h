@@ -57,8 +57,12 @@ inline constexpr uint8_t kGcTracked = 1u << 4;    // constructed, not being dest
 inline constexpr uint8_t kGcGarbage = 1u << 5;    // in the running collection's garbage set
 inline constexpr uint8_t kGcFinalized = 1u << 6;  // Finalize() has run; sticky: never twice
 inline constexpr uint8_t kGcFrozen = 1u << 7;     // excluded from collections by brc::Freeze()
-inline constexpr uint32_t kGcEpochLimit = 1u << 16;  // collections' epochs: 2 .. limit - 1
+inline constexpr uint32_t kGcEpochLimit = 1u << 16;  // collections' epochs: 3 .. limit - 1
 inline constexpr uint16_t kGcEpochOld = 1;  // examined before the last wrap-around
+// Garbage whose last collector reference is being dropped: old, but its death is no shrinking
+// of the old heap for the schedule (the collection counted it already).
+inline constexpr uint16_t kGcEpochCollected = 2;
+inline constexpr uint16_t kGcEpochFirst = 3;  // the first collection's epoch
 
 }  // namespace brc::detail
 
