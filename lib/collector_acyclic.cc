@@ -29,6 +29,7 @@
 // collection undoes it and counts as usual, and the schedule skips the check for a while
 // (collector.cc).
 #include <cstdint>
+#include <cstring>
 
 #include "collector_internal.h"
 #include "mark_stack.h"
@@ -65,13 +66,20 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
   StackVisitor v(stack);
   uint64_t n = 0;
   auto mark = static_cast<uint16_t>(epoch);
-  // Enters a candidate (its bits and epoch as read): marks it, pushes its exit and traces it.
-  auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
-    uint8_t entered = kYoung || seen != 0 ? kGcOnPath : kGcOnPath | kGcWasYoung;
-    Rc::gc_bits(e).store(bits | entered, std::memory_order_relaxed);  // world stopped
-    GcSetEpoch(e, epoch);
+  // Marks a candidate (its bits and epoch as read), on the path or not.
+  auto Mark = [&](Object* e, uint8_t bits, uint16_t seen, uint8_t on_path) {
+    uint8_t was_young = kYoung || seen != 0 ? 0 : kGcWasYoung;
+    Rc::gc_bits(e).store(bits | on_path | was_young, std::memory_order_relaxed);
+    GcSetEpoch(e, epoch);  // world stopped
     ++n;
-    v.Push(reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1));
+  };
+  auto exit_of = [](Object* e) {
+    return reinterpret_cast<Object*>(reinterpret_cast<uintptr_t>(e) | 1);
+  };
+  // Enters a candidate: marks it on the path, pushes its exit and traces it.
+  auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
+    Mark(e, bits, seen, kGcOnPath);
+    v.Push(exit_of(e));
     TraceObject(e, v);
   };
   // True when `ob` (a reference) needs entering: a candidate not marked yet.
@@ -86,18 +94,21 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
     // done at once (the walk order is then a topological order so far). Most are, when the
     // walk meets objects in the order they were made and objects reference older ones.
     TraceObject(start, v);
-    bool in_order = !v.out_of_memory();
-    while (in_order && !v.empty()) in_order = !to_enter(v.Pop());
+    bool in_order = true;
+    for (Object** r = v.bottom(); in_order && r != v.top(); ++r) in_order = !to_enter(*r);
     if (in_order) {
-      uint8_t was_young = kYoung || start_seen != 0 ? 0 : kGcWasYoung;
-      Rc::gc_bits(start).store(start_bits | was_young, std::memory_order_relaxed);
-      GcSetEpoch(start, epoch);  // world stopped
-      ++n;
-      return true;
+      v.Clear();
+      Mark(start, start_bits, start_seen, 0);
+      return !v.out_of_memory();  // a reference may be missing: no proof
     }
-    // Out of order (or its own referent): a depth-first walk from it.
-    v.Clear();
-    Enter(start, start_bits, start_seen);
+    // Out of order (or its own referent): a depth-first walk from it, as if entered, with its
+    // references (on the stack already) above its exit.
+    v.Push(nullptr);  // room for the exit
+    if (v.out_of_memory()) return false;
+    Object** bottom = v.bottom();
+    std::memmove(bottom + 1, bottom, static_cast<std::size_t>(v.top() - 1 - bottom) * sizeof(Object*));
+    bottom[0] = exit_of(start);
+    Mark(start, start_bits, start_seen, kGcOnPath);
     while (!v.empty()) {
       Object* e = v.Pop();
       auto tag = reinterpret_cast<uintptr_t>(e);

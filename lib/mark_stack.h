@@ -61,6 +61,9 @@ class StackVisitor : public Visitor {
 
   bool empty() const noexcept { return next_ == base_; }
   void Clear() noexcept { next_ = base_; }
+  // The entries, bottom to top (valid until the next push).
+  Object** bottom() noexcept { return base_; }
+  Object** top() noexcept { return next_; }
   Object* Pop() noexcept { return *--next_; }
   void Push(Object* ob) noexcept {
     if (BRC_LIKELY(next_ != end_)) {
