@@ -68,8 +68,8 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
   auto mark = static_cast<uint16_t>(epoch);
   // Marks a candidate (its bits and epoch as read), on the path or not.
   auto Mark = [&](Object* e, uint8_t bits, uint16_t seen, uint8_t on_path) {
-    uint8_t was_young = kYoung || seen != 0 ? 0 : kGcWasYoung;
-    Rc::gc_bits(e).store(bits | on_path | was_young, std::memory_order_relaxed);
+    uint8_t set = on_path | (kYoung || seen != 0 ? 0 : kGcWasYoung);
+    if (set != 0) Rc::gc_bits(e).store(bits | set, std::memory_order_relaxed);
     GcSetEpoch(e, epoch);  // world stopped
     ++n;
   };
