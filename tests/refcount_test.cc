@@ -511,6 +511,22 @@ TEST_CASE("misuse: counting on a thread that is not attached is fatal and names 
         brc::Make<Counted>(&destroyed);
       },
       "brc::Make<brc_test::Counted> called on a thread that is not attached");
+  // Immortal objects skip counting before anything else looks at the word, but not this check.
+  brc::Object* immortal = brc::Make<Counted>(&destroyed).Release();
+  brc::MakeImmortal(immortal);
+  ExpectAbort(
+      [&] {
+        brc::DetachCurrentThread();
+        brc::IncRef(immortal);
+      },
+      "not attached");
+  ExpectAbort(
+      [&] {
+        brc::DetachCurrentThread();
+        brc::DecRef(immortal);
+      },
+      "not attached");
+  brc::testing::FreeImmortalForTesting(immortal);
 }
 
 TEST_CASE("misuse: counting inside a BlockingScope is fatal", "[misuse]") {
