@@ -70,7 +70,7 @@ ObjectList& GarbageBuffer() {
   return buffer.get();
 }
 
-// The acyclic check's schedule (collector_mark.cc, "the acyclic check"), for young and full
+// The acyclic check's schedule (collector_acyclic.cc), for young and full
 // collections apart: after a collection whose check found a cycle, the next `skip`
 // collections of its kind do not try it; each failure in a row doubles that (up to
 // kMaxAcyclicSkip), a success resets it. A program whose heap keeps its cycles so pays for a

@@ -45,13 +45,7 @@ inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
   // order), so this is the order they were allocated from, as is a page's address order when
   // it is bump-allocated (or reused after frees in reverse order).
   for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
-    GcPage* p = *it;
-    std::size_t size = p->block_size;
-    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
-    char* stop = p->block(p->bump) + p->obj_offset;
-    for (; b < stop; b += size) {
-      if (!fn(reinterpret_cast<Object*>(b))) return false;
-    }
+    if (!ForEachBlockOf(*it, kYoung, fn)) return false;
   }
   return true;
 }
@@ -65,7 +59,6 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
                     uint64_t* scanned) noexcept {
   StackVisitor v(stack);
   uint64_t n = 0;
-  auto mark = static_cast<uint16_t>(epoch);
   // Marks a candidate (its bits and epoch as read), on the path or not.
   auto Mark = [&](Object* e, uint8_t bits, uint16_t seen, uint8_t on_path) {
     uint8_t set = on_path | (kYoung || seen != 0 ? 0 : kGcWasYoung);
@@ -82,7 +75,8 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
     v.Push(exit_of(e));
     TraceObject(e, v);
   };
-  // True when `ob` (a reference) needs entering: a candidate not marked yet.
+  // True when `ob` (a reference) needs entering: a candidate not marked yet. (Marked ones
+  // carry the epoch; only they can carry kGcOnPath.)
   auto to_enter = [&](const Object* ob) {
     return IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch);
   };
@@ -106,7 +100,8 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
     v.Push(nullptr);  // room for the exit
     if (v.out_of_memory()) return false;
     Object** bottom = v.bottom();
-    std::memmove(bottom + 1, bottom, static_cast<std::size_t>(v.top() - 1 - bottom) * sizeof(Object*));
+    std::memmove(bottom + 1, bottom,
+                 static_cast<std::size_t>(v.top() - 1 - bottom) * sizeof(Object*));
     bottom[0] = exit_of(start);
     Mark(start, start_bits, start_seen, kGcOnPath);
     while (!v.empty()) {
@@ -117,14 +112,12 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
         continue;
       }
       uint8_t bits = GcBitsOf(e);
-      if ((bits & (kGcTracked | kGcFrozen)) != kGcTracked) continue;  // never examined
       uint16_t seen = GcEpochOf(e);
-      if (seen == mark) {
-        if (bits & kGcOnPath) return false;  // a cycle
-        continue;                            // done already
-      }
-      if (kYoung && seen != 0) continue;  // old: not examined
-      Enter(e, bits, seen);
+      if (IsCandidateOf<kYoung>(bits, seen, epoch)) {
+        Enter(e, bits, seen);
+      } else if (bits & kGcOnPath) {
+        return false;  // marked and on the path: a cycle
+      }  // else done already, or not examined
     }
     return !v.out_of_memory();  // a reference may be missing: no proof
   });
@@ -140,13 +133,10 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
 void ClearWasYoung() noexcept {
   ForEachThreadState([](ThreadState* ts) {
     ForEachYoungPage(ts->heap, [](GcPage* p) {
-      std::size_t size = p->block_size;
-      char* b = p->block(p->young_first()) + p->obj_offset;
-      char* stop = p->block(p->bump) + p->obj_offset;
-      for (; b < stop; b += size) {
-        auto* ob = reinterpret_cast<Object*>(b);
+      ForEachBlockOf(p, /*from_young_low=*/true, [](Object* ob) {
         if (GcBitsOf(ob) & kGcWasYoung) GcSetBits(ob, 0, kGcWasYoung);
-      }
+        return true;
+      });
     });
   });
 }

@@ -183,7 +183,10 @@ uint32_t NextEpoch() noexcept;
 
 // A candidate of a collection (tracked, unfrozen; young: never examined, full: not marked by
 // the running collection, whose epoch is `running`), the kind fixed at compile time (the
-// passes' inner loops: nothing reloaded after each indirect Trace call).
+// passes' inner loops: nothing reloaded after each indirect Trace call). Before marking starts
+// only objects made during the stop, by an Allocator the collector called, carry the running
+// epoch (TrackConstructed): they are no candidates, so their references count as external,
+// like a stack's.
 template <bool kYoung>
 inline bool IsCandidateOf(uint8_t bits, uint16_t epoch, uint32_t running) noexcept {
   return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&

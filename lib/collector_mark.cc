@@ -44,25 +44,12 @@
 namespace brc::detail {
 namespace {
 
-// The number of the running collection (kGcEpochFirst .. kGcEpochLimit - 1), written into an object's
-// flags when it is marked reachable. 0 is "young, never examined"; 1 is "examined before the
-// last wrap-around". Written by the collecting thread under the collection lock; read by
-// marking workers (ParallelFor orders it).
+// The number of the running collection (kGcEpochFirst .. kGcEpochLimit - 1), written into an
+// object's header when it is marked reachable (brc/detail/gc_word.h lists the other values).
+// Written by the collecting thread under the collection lock; read by marking workers
+// (ParallelFor orders it).
 uint32_t g_epoch = kGcEpochFirst - 1;
-// Whether the running collection is young. Written like g_epoch.
-bool g_young = false;
 
-// A candidate: tracked, not frozen, and, in a young collection, never examined (epoch 0); in a
-// full one, not yet marked by it. (Before marking starts only objects made during the stop, by
-// an Allocator the collector called, carry the running epoch: TrackConstructed. They are no
-// candidates, so that their references count as external, like a stack's.)
-inline bool IsCandidate(uint8_t bits, uint16_t epoch, bool young) noexcept {
-  return (bits & (kGcTracked | kGcFrozen)) == kGcTracked &&
-         (young ? epoch == 0 : epoch != g_epoch);
-}
-inline bool IsCandidate(const Object* ob, bool young) noexcept {
-  return IsCandidate(GcBitsOf(ob), GcEpochOf(ob), young);
-}
 // ---- the scratch count, in the owner half of the header (brc/detail/gc_word.h) ----
 
 // The owner of a tracked object outside a collection: none when its count is merged, else the
@@ -136,10 +123,10 @@ template <bool kYoung, class Fn>
 inline void ForEachBlock(const PageList& pages, std::size_t begin, std::size_t end, Fn&& fn) {
   for (std::size_t i = begin; i < end; ++i) {
     GcPage* p = pages[i];
-    std::size_t size = p->block_size;
-    char* b = p->block(kYoung ? p->young_first() : 0) + p->obj_offset;
-    char* stop = p->block(p->bump) + p->obj_offset;
-    for (; b < stop; b += size) fn(reinterpret_cast<Object*>(b), p);
+    ForEachBlockOf(p, kYoung, [&](Object* ob) {
+      fn(ob, p);
+      return true;
+    });
   }
 }
 
@@ -182,6 +169,8 @@ class CountVisitor final : public Visitor {
     }
     next_ = buf_;
   }
+
+ private:
   static constexpr std::size_t kBuffer = 256;
   static void Fn(Visitor* self, Object* r) noexcept {  // the buffer is full
     auto* me = static_cast<CountVisitor*>(self);
@@ -374,7 +363,6 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
 MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers,
                 uint32_t epoch, absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
-  g_young = young;
   bool acyclic = false;
   if (try_acyclic) {
     MarkResult r;
@@ -412,16 +400,19 @@ void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
   // Every object of the pages that this collection examined: the candidates, and, in a young
   // collection, what it marked (no longer young by its flags, but it must be again).
   for (GcPage* p : pages) {
-    for (uint32_t b = young ? p->young_first() : 0; b < p->bump; ++b) {
-      Object* ob = p->object(b);
+    ForEachBlockOf(p, young, [&](Object* ob) {
       uint8_t bits = GcBitsOf(ob);
-      bool marked_now = GcEpochOf(ob) == epoch;
-      if (!IsCandidate(ob, young) && !((bits & kGcTracked) && marked_now)) continue;
+      uint16_t seen = GcEpochOf(ob);
+      bool marked_now = seen == epoch;
+      bool candidate = young ? IsCandidateOf<true>(bits, seen, epoch)
+                             : IsCandidateOf<false>(bits, seen, epoch);
+      if (!candidate && !((bits & kGcTracked) && marked_now)) return true;
       TakeScratch(ob);  // idempotent: right whether or not its scratch was in use
       GcSetBits(ob, 0, kGcGarbage | kGcWasYoung);
       // Young again: what a young collection marked, and what a full one marked while young.
       if ((young && marked_now) || (bits & kGcWasYoung)) GcSetEpoch(ob, 0);
-    }
+      return true;
+    });
   }
 }
 

@@ -161,6 +161,21 @@ inline void GcSetEpoch(Object* ob, uint32_t epoch) noexcept {
   Rc::gc_epoch(ob).store(static_cast<uint16_t>(epoch), std::memory_order_relaxed);
 }
 
+// Calls fn(object) for each block of `p` below its bump, from its young_low when
+// `from_young_low` (a listed page) or else from its first block, in address order, until fn
+// returns false; returns false if it stopped early. Free blocks are included (their collector
+// bits are 0). World stopped (or the page's owner).
+template <class Fn>
+inline bool ForEachBlockOf(GcPage* p, bool from_young_low, Fn&& fn) {
+  std::size_t size = p->block_size;
+  char* b = p->block(from_young_low ? p->young_first() : 0) + p->obj_offset;
+  char* stop = p->block(p->bump) + p->obj_offset;
+  for (; b < stop; b += size) {
+    if (!fn(reinterpret_cast<Object*>(b))) return false;
+  }
+  return true;
+}
+
 // Calls fn(page) for every page of `heap`. World stopped (or the heap's owner).
 template <class Fn>
 void ForEachPage(GcHeap& heap, Fn&& fn) {
