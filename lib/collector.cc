@@ -20,12 +20,14 @@
 #include <mutex>
 #include <utility>
 
+#include "brc/hot.h"
 #include "brc/refcount.h"
 #include "brc/thread.h"
 #include "brc/weak_ref.h"
 #include "collector_internal.h"
 #include "merge_queue.h"
 #include "no_destroy.h"
+#include "per_thread.h"
 #include "thread_state.h"
 #include "weak_table.h"
 
@@ -142,6 +144,14 @@ bool FindGarbage(Collection& c) {
     }
     c.heap_pages = CountHeapPages();
     MergeParkedQueues(c.self, &merged_dead);
+    // Counts must be exact: every thread's per-thread slots go into the shared words (objects
+    // found dead join merged_dead; without room they stay, read as count zero, and the next
+    // pass looks again).
+    try {
+      merged_dead.reserve(merged_dead.size() + PerThreadObjectCount());
+    } catch (const std::bad_alloc&) {
+    }
+    FoldPerThreadCounts(&merged_dead);
     uint32_t epoch = NextEpoch();
     // For each garbage object: the collector's reference, its weak references cleared, and its
     // finalizer claimed (kGcFinalized before it runs: it never runs twice, even if it throws).
@@ -208,7 +218,14 @@ void CheckResurrection(Collection& c) {
   DrainQueue(c.self);
   auto stop_start = std::chrono::steady_clock::now();
   bool check_failed = false;
+  ObjectList merged_dead;  // per-thread-counted objects the fold below found dead
   WithWorldStopped(c.self, [&] {
+    // Finalizers may have counted per thread (a resurrecting one, say): fold first.
+    try {
+      merged_dead.reserve(PerThreadObjectCount());
+    } catch (const std::bad_alloc&) {
+    }
+    FoldPerThreadCounts(&merged_dead);
     ObjectList& garbage = c.garbage;
     try {
       FindResurrected(garbage);
@@ -232,6 +249,7 @@ void CheckResurrection(Collection& c) {
       }
     }
   });
+  for (Object* ob : merged_dead) Rc::DecRef(ob);
   c.pause2 = Since(stop_start);
   c.result.time_stopped += c.pause2;
   if (check_failed) {
@@ -260,7 +278,9 @@ void ClearAndRelease(Collection& c) {
   // references were dropped by Clear() may still have its queued entry counted (found by the
   // collector stress program).
   DrainQueue(c.self);
+  bool per_thread = false;  // a member counted per thread is freed by a merge pass
   for (Object* ob : garbage) {
+    per_thread |= Rc::IsPerThread(ob);
     if (Rc::RefCount(ob) > 1) ++c.result.uncollectable;
     // Plain stores: the collector still holds a reference, so no Dealloc writes the bits. The
     // epoch tells Dealloc not to count this death as old (the schedule counted it already),
@@ -277,6 +297,7 @@ void ClearAndRelease(Collection& c) {
   }
   GarbageBuffer() = std::move(garbage);
   for (Object* ob : c.resurrected) Rc::DecRef(ob);
+  if (per_thread) (void)MergePerThreadCounts();
 }
 
 }  // namespace

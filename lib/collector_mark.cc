@@ -54,9 +54,14 @@ uint32_t g_epoch = kGcEpochFirst - 1;
 
 // The owner of a tracked object outside a collection: none when its count is merged, else the
 // thread whose heap holds it.
+// A per-thread-counted object's owner half is kPerThreadOwner (2^31), and its scratch count
+// stays above it: thread ids are below 2^20, and 2^31 - 2^20 references would be needed to
+// reach it from below.
 inline uint32_t OwnerFor(const Object* ob) noexcept {
   int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
-  return (shared & kStateMask) == kStateMerged ? kNoOwner : GcPageOf(ob)->heap->tid;
+  if ((shared & kStateMask) == kStateMerged) return kNoOwner;
+  if (Rc::Owner(ob) >= kPerThreadOwner) return kPerThreadOwner;
+  return GcPageOf(ob)->heap->tid;
 }
 // Counts one more reference from another candidate. The scratch starts at the owner id (a few
 // thousand at most) and cannot carry into the local half: that would take 2^32 references from
@@ -105,10 +110,15 @@ void CheckOwnerRestorable(const Object* ob) noexcept {
 inline int64_t Settle(Object* ob, uint32_t tid, uint32_t* internal) noexcept {
   uint64_t biased = Rc::biased(ob).load(std::memory_order_relaxed);
   int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
-  uint32_t owner = (shared & kStateMask) == kStateMerged ? kNoOwner : tid;
+  uint32_t owner = (shared & kStateMask) == kStateMerged ? kNoOwner
+                   : OwnerOf(biased) >= kPerThreadOwner     ? kPerThreadOwner
+                                                            : tid;
   uint32_t local = LocalOf(biased);
   Rc::SetBiased(ob, owner, local);
   *internal = OwnerOf(biased) - owner;
+  // Counted per thread: the local half is the id, and the collection's fold put every slot
+  // into the shared word.
+  if (BRC_UNLIKELY(owner == kPerThreadOwner)) local = 0;
   int32_t count = shared >> kSharedShift;
   int64_t total = local == kLocalImmortal || count >= kSharedSaturationMin
                       ? INT64_MAX

@@ -16,6 +16,7 @@
 #include "merge_queue.h"
 
 #include "gc_heap.h"
+#include "per_thread.h"
 #include "stop_the_world.h"
 
 #include <new>
@@ -120,8 +121,10 @@ void DrainQueue(ThreadState* ts) noexcept {
 void SafepointSlow() noexcept {
   ThreadState* ts = t_state;
   if (ts == nullptr || ts->blocking_depth > 0) return;
-  DrainQueue(ts);
-  // Relaxed: the bit only says "look"; ParkIfStopped reads the stop state under a lock.
+  // Relaxed: the bits only say "look"; what they announce is read under locks.
+  uint32_t pending = ts->pending.load(std::memory_order_relaxed);
+  if (pending & kPendingMerge) DrainQueue(ts);
+  if (pending & kPendingPerThread) PerThreadSafepoint(ts);
   if (ts->pending.load(std::memory_order_relaxed) & kPendingStop) ParkIfStopped(ts);
 }
 
@@ -181,6 +184,7 @@ struct ExitGuard {
     }
     ts->attach_depth = 1;
     detail::tls_tid = ts->tid;
+    detail::PerThreadAttached(ts);
     DetachCurrentThread();
   }
 };
@@ -200,6 +204,7 @@ void AttachCurrentThread() {
   t_state = ts;
   detail::tls_pending = &ts->pending;
   detail::tls_tid = ts->tid;
+  detail::PerThreadAttached(ts);
 }
 
 void DetachCurrentThread() {
@@ -217,6 +222,9 @@ void DetachCurrentThread() {
                             "called by code that runs while this thread detaches");
   ts->detaching = true;
   detail::FlushTrackedAllocationCount();
+  // Still attached: spills this thread's per-thread counts into the shared words, and hands
+  // a due merge pass to the attached threads (lib/per_thread.cc).
+  detail::PerThreadLeaving(ts, /*blocking=*/false);
   // Still attached, so no collection is sweeping these heaps: reclaim other threads' frees and
   // return every empty page now (the few the drain below empties go at the next collection's
   // sweep).
@@ -227,6 +235,7 @@ void DetachCurrentThread() {
   // From here on this thread does no count work (protocol.md §3).
   detail::tls_tid = detail::kNotAttached;
   detail::tls_pending = nullptr;
+  detail::PerThreadDetached();
   t_state = nullptr;
   detail::UnregisterCurrentThread(ts);
 }
@@ -244,10 +253,16 @@ BlockingScope::BlockingScope() : active_(t_state != nullptr) {
   }
   // Destructors run by this drain still see an attached thread (blocking_depth 0): they may
   // count, reach safepoints, and open their own ThreadScope or BlockingScope, which nest.
+  // A merge pass this thread owes goes to the attached threads.
+  if (ts->pending.load(std::memory_order_relaxed) & detail::kPendingPerThread) {
+    detail::PerThreadLeaving(ts, /*blocking=*/true);
+  }
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kBlocked);
   ts->blocking_depth = 1;
-  // Any count operation in the scope now fails the owner check and is reported.
+  // Any count operation in the scope now fails the owner check (and finds no per-thread
+  // slots) and is reported.
   detail::tls_tid = detail::kNotAttached;
+  detail::PerThreadDetached();
 }
 
 BlockingScope::~BlockingScope() {
@@ -257,6 +272,7 @@ BlockingScope::~BlockingScope() {
   if (--ts->blocking_depth > 0) return;
   detail::ReenterAttached(ts);
   detail::tls_tid = ts->tid;
+  detail::PerThreadAttached(ts);
 }
 
 }  // namespace brc

@@ -21,14 +21,17 @@
 #include <vector>
 
 #include "brc/detail/thread_local.h"
+#include "brc/hot.h"
 #include "brc/ref.h"
 #include "brc/refcount.h"
 #include "brc/stats.h"
+#include "brc/stop_the_world.h"
 #include "brc/testing.h"
 #include "allocator_internal.h"
 #include "debug.h"
 #include "gc_heap.h"
 #include "merge_queue.h"
+#include "per_thread.h"
 #include "thread_state.h"
 #include "weak_table.h"
 
@@ -42,7 +45,9 @@ constexpr int32_t Word(int32_t count, int32_t state) {
 }
 constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturationMin; }
 
-[[noreturn]] void ReportNotAttached(const Object* ob) {
+}  // namespace
+
+void Rc::ReportNotAttached(const Object* ob) noexcept {
   if (t_state != nullptr) {
     ReportMisuse(ob, "reference count operation inside a brc::BlockingScope (a blocked thread "
                      "must not touch objects)");
@@ -50,6 +55,8 @@ constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturati
   ReportMisuse(ob, "reference count operation on a thread that is not attached (create a "
                    "brc::ThreadScope first)");
 }
+
+namespace {
 
 // Frees of objects whose destructors or weak callbacks are already running on this thread
 // kMaxDeallocDepth deep are deferred to the outermost Dealloc, so dropping a long chain (a
@@ -160,9 +167,11 @@ void Rc::DecRefSlow(Object* ob) noexcept {
     BRC_OP_STAT_INC(local_decrefs);
     return;
   }
-  // local == 1: the owner's half reaches zero (stored, so that a destructor touching the dying
-  // object is reported as a use after free).
-  SetBiased(ob, tls_tid, 0);
+  // local == 1: the owner's half reaches zero. Stored as unowned (with the shared word merged
+  // before any free, MergeZeroLocal), so that a destructor touching the dying object takes
+  // the shared path and is reported as a use after free: the owner's inline increment has no
+  // range test that would catch a count of zero.
+  SetBiased(ob, kNoOwner, 0);
   BRC_OP_STAT_INC(local_decrefs);
   MergeZeroLocal(ob);
 }
@@ -173,13 +182,15 @@ void Rc::MergeZeroLocal(Object* ob) noexcept {
   int32_t shared = ob->shared_.load(std::memory_order_acquire);
   if (shared == 0) {
     // No other thread ever took a reference, no weak reference, nothing queued: free with no
-    // atomic read-modify-write at all.
+    // atomic read-modify-write at all. Published as "zero, merged" first (a plain store:
+    // nobody else holds a reference), so that owner 0 still implies merged (gh-121794) and a
+    // resurrecting increment is reported.
+    ob->shared_.store(kStateMerged, std::memory_order_relaxed);
     Dealloc(ob);
     return;
   }
-  // Give up ownership before publishing merged (gh-119999), and only on this path, so that
-  // owner == 0 always implies merged (gh-121794). Ordered before the CAS by its release.
-  SetBiased(ob, kNoOwner, 0);
+  // Ownership was given up (owner 0, local 0) by the caller before this publishes merged
+  // (gh-119999). Ordered before the CAS by its release.
   int32_t desired;
   do {
     int32_t count = CountOf(shared);
@@ -205,7 +216,19 @@ void Rc::MergeZeroLocal(Object* ob) noexcept {
 }
 
 void Rc::SharedDecRef(Object* ob) noexcept {
+  // Counted per thread (DecRefSlow comes here too): never freed by a decrement.
+  if (BRC_UNLIKELY(IsPerThread(ob))) {
+    PerThreadSharedDecRef(ob);
+    return;
+  }
   int32_t old = ob->shared_.load(std::memory_order_relaxed);
+  // The inline path gives up only when its compare-and-swap failed or the count is at an edge.
+  // A word back in the inline path's range means the swap lost a race with another thread:
+  // that is what the contention detector counts (lib/per_thread.cc).
+  if (old >= kSharedOne && old < (kSharedSaturationMin << kSharedShift) &&
+      tls_tid != kNotAttached) {
+    NoteContention(ob);
+  }
   for (;;) {
     int32_t count = CountOf(old);
     int32_t state = StateOf(old);
@@ -244,6 +267,13 @@ void Rc::SharedDecRef(Object* ob) noexcept {
 bool Rc::ExplicitMerge(Object* ob, int32_t extra) noexcept {
   uint32_t local = Local(ob);
   if (local == kLocalImmortal) return false;
+  if (IsPerThread(ob)) {
+    // Switched while a merge-queue entry held it (the switch folded the owner's half): the
+    // entry's reference goes through the shared word, and a merge pass decides its fate.
+    BRC_CHECK(extra <= 0, "a positive merge of an object counted per thread");
+    for (int32_t i = extra; i < 0; ++i) PerThreadSharedDecRef(ob);
+    return false;
+  }
   // Zero the owner's half and give up ownership before the CAS publishes merged (gh-119999).
   SetBiased(ob, kNoOwner, 0);
   int32_t shared = ob->shared_.load(std::memory_order_relaxed);
@@ -272,6 +302,13 @@ bool Rc::TryIncRef(Object* ob) noexcept {
   uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: see IncRef
   if (tls_tid == kNotAttached) ReportNotAttached(ob);
   if (LocalOf(biased) == kLocalImmortal) return true;
+  if (OwnerOf(biased) == kPerThreadOwner) {
+    // Counted per thread: not freed before a merge pass finds it dead, and a pass leaves it
+    // an ordinary (dead) object, so while it reads per-thread it is alive. A Lock() between
+    // its last DecRef and that pass succeeds (brc/hot.h).
+    IncRef(ob);
+    return true;
+  }
   int32_t shared = ob->shared_.load(std::memory_order_acquire);
   if (OwnerOf(biased) == tls_tid) {
     // Owned by this thread, so nobody else can give up ownership or free it without this
@@ -419,6 +456,13 @@ bool Rc::IsImmortal(const Object* ob) noexcept {
 int64_t Rc::RefCount(const Object* ob) noexcept {
   if (IsImmortal(ob)) return kImmortalRefCount;
   int32_t shared = ob->shared_.load(std::memory_order_relaxed);
+  if (IsPerThread(ob)) {
+    // The shared word and this thread's slot: exact once a pass has folded the others' slots
+    // (GetRefCount runs one).
+    uint32_t id = Local(ob);
+    int64_t mine = id < tls_slots.size ? tls_slots.slots[id] : 0;
+    return CountOf(shared) + mine;
+  }
   int64_t pending = StateOf(shared) == kStateQueued ? 1 : 0;
   return int64_t{Local(ob)} + CountOf(shared) - pending;
 }
@@ -442,10 +486,19 @@ void MakeImmortal(Object* ob) noexcept {
   detail::Rc::CheckNotFreed(ob);
   if (detail::Rc::IsImmortal(ob)) return;
   BRC_STAT_INC(made_immortal);
-  if (detail::Rc::Owner(ob) == detail::tls_tid) {
-    // The owner may write its word: the fast paths then skip the object without a call.
+  uint32_t owner = detail::Rc::Owner(ob);
+  if (owner == detail::tls_tid) {
+    // The owner may write its word: the fast paths then skip the object at the first test,
+    // from every thread.
     detail::Rc::SetBiased(ob, detail::tls_tid, kLocalImmortal);
+  } else if (owner == detail::kNoOwner) {
+    // Merged: nobody writes the biased word of a merged object while the world runs (the
+    // owner gave it up; a per-thread switch or the collector write it only with the world
+    // stopped), so this thread may, and the object is free to count from every thread too.
+    detail::Rc::SetBiased(ob, detail::kNoOwner, kLocalImmortal);
   }
+  // Another thread's object, or one counted per thread: the saturated shared word makes it
+  // immortal (never freed); other threads' counts still touch that word (or their slots).
   detail::Rc::Saturate(ob);
 }
 
@@ -453,6 +506,7 @@ bool IsImmortal(const Object* ob) noexcept { return detail::Rc::IsImmortal(ob); 
 
 int64_t GetRefCount(const Object* ob) noexcept {
   detail::Rc::CheckNotFreed(ob);
+  if (detail::Rc::IsPerThread(ob)) return detail::PerThreadRefCount(ob);
   return detail::Rc::RefCount(ob);
 }
 

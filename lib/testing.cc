@@ -9,6 +9,7 @@
 #include "collector_internal.h"
 #include "debug.h"
 #include "merge_queue.h"
+#include "per_thread.h"
 #include "thread_state.h"
 
 namespace brc::testing {
@@ -47,6 +48,7 @@ void FreeImmortalForTesting(Object* ob) {
   // just before the owner's own increment made it immortal: the entry would outlive the object
   // (found by the saturation stress scenario). An object made immortal by a merge has no owner
   // and no entry.
+  if (Rc::IsPerThread(ob)) detail::ForgetPerThread(ob);
   if (uint32_t owner = Rc::Owner(ob); owner != detail::kNoOwner) {
     detail::ThreadState* ts = detail::LookupThread(owner);
     detail::MutexLock lock(&ts->mu);

@@ -72,6 +72,20 @@ struct ThreadState {
   // Same owner and lifetime rules; the collector only sweeps it.
   GcHeap leaf_heap;
 
+  // This id's per-thread count slots (lib/per_thread.cc; brc/detail/thread_local.h says what
+  // a slot holds). Written by the bound thread while it runs (it grows the array and mirrors it
+  // in tls_slots), and by the thread holding the world stopped (a merge pass zeroes slots).
+  // Like the heap, they pass to the next thread bound to the id (zeroed: a detaching thread
+  // spills its slots into the shared words).
+  int32_t* pt_slots = nullptr;
+  uint32_t pt_size = 0;
+  void* pt_block = nullptr;  // the allocation holding pt_slots (cache-line padded)
+  std::size_t pt_block_bytes = 0;
+  // The list of states that have slots, which merge passes walk: linked once, when the state
+  // first gets slots (a lock-free push), never unlinked.
+  ThreadState* pt_next = nullptr;
+  std::atomic<bool> pt_linked{false};
+
   // Written and read only by the thread bound to this id.
   // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
   // queuer rarely grows the queue while holding the lock.
@@ -108,6 +122,10 @@ inline bool TryFreeLeafLocal(ThreadState* ts, void* mem) noexcept {
 
 // Bits of ThreadState::pending.
 inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thread to park
+// Per-thread counting work (lib/per_thread.cc): a merge pass is due, or the contention detector
+// nominated objects. Set by the thread itself or by another thread handing a due pass over
+// (fetch_or); cleared by the thread itself.
+inline constexpr uint32_t kPendingPerThread = 1u << 2;
 
 // The stop-the-world state shared by the requester (lib/stop_the_world.cc) and every thread
 // changing status (lib/merge_queue.cc). Lock order: registry lock -> ThreadState::mu -> mu.

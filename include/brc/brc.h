@@ -36,6 +36,7 @@
 
 #include "brc/allocator.h"
 #include "brc/collector.h"
+#include "brc/hot.h"
 #include "brc/object.h"
 #include "brc/ref.h"
 #include "brc/refcount.h"

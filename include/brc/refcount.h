@@ -30,6 +30,9 @@ namespace detail {
 [[noreturn]] void ReportMisuseOfType(const Object* ob, std::string_view type_name,
                                      const char* rule) noexcept;
 
+// A per-thread slot's bound: beyond it the slot spills into the object's shared word.
+inline constexpr int32_t kSlotLimit = 1 << 30;
+
 struct Rc {
   // Called by Make before the object is published, so nobody else reads the header yet.
   // Tracked types also need TrackConstructed (lib/gc_heap.h), which sets their flags.
@@ -47,25 +50,88 @@ struct Rc {
 #endif
   }
 
+  // An immortal object's biased word: local half kLocalImmortal, whatever the owner half holds
+  // (its owner's id, or 0). No other word reaches it: an owned count stays below it (the
+  // owner's increment to it is saturation), and a per-thread-counted object's local half is
+  // its id, below 2^30.
+  static constexpr uint64_t kImmortalFloor = uint64_t{kLocalImmortal} << kLocalShift;
+
+  // The thread id read again on the non-owner side: an atomic load is not merged with the
+  // owner test's plain one, so the compiler compares that one straight from memory instead of
+  // keeping the id in a register (one instruction less on the owner's path).
+  static BRC_ALWAYS_INLINE uint32_t ReloadTid() noexcept {
+    return __atomic_load_n(&tls_tid, __ATOMIC_RELAXED);
+  }
+
+  static BRC_ALWAYS_INLINE void CheckAttachedDebug(const Object* ob) noexcept {
+#ifdef BRC_DEBUG
+    // Release does not report an unattached thread's count on an immortal object (a no-op,
+    // it changes nothing); BRC_DEBUG reports it like every other.
+    if (BRC_UNLIKELY(tls_tid == kNotAttached)) ReportNotAttached(ob);
+#else
+    (void)ob;
+#endif
+  }
+
+  // The owner's pair and an immortal pair (from any thread) cost about the same: each test
+  // below is one compare, and the owner's increment needs no range test (measured on the
+  // layouts tried: a third branch on the owner's path costs it half a cycle per pair).
   static BRC_ALWAYS_INLINE void IncRef(Object* ob) noexcept {
     CheckNotFreed(ob);
+    CheckAttachedDebug(ob);
     // Relaxed: the biased word is written only by this thread if it is the owner; its owner
-    // half can change only from this thread's id to 0 (never to this id), so a stale value is
-    // harmless.
+    // half can change only from this thread's id to something else (never to this id), so a
+    // stale value is harmless.
     uint64_t biased = ob->biased_.load(std::memory_order_relaxed);
-    uint32_t tid = tls_tid;
-    if (BRC_LIKELY(OwnerOf(biased) == tid)) {
-      // local in [1, 2^31) <=> the word, read as signed, is >= 2^32: one comparison (no
-      // subtraction) keeps the fast path far from saturation. 0 (misuse), counts of 2^31 and
-      // more, and kLocalImmortal take the slow path.
-      if (BRC_LIKELY(static_cast<int64_t>(biased) >= static_cast<int64_t>(kLocalOne))) {
-        ob->biased_.store(biased + kLocalOne, std::memory_order_relaxed);
-        BRC_OP_STAT_INC(local_increfs);
+    if (biased >= kImmortalFloor) return;  // immortal: no counting, from any thread
+    if (BRC_LIKELY(OwnerOf(biased) == tls_tid)) {
+      // No range test: local >= 1 here (a count that reached 0 was published unowned before
+      // the object was freed, so an increment of a dying object takes the shared path, which
+      // reports it). Counts from 2^31 up keep counting; reaching kLocalImmortal saturates:
+      // the object is immortal from then on.
+      ob->biased_.store(biased + kLocalOne, std::memory_order_relaxed);
+      BRC_OP_STAT_INC(local_increfs);
+      return;
+    }
+    NonOwnerIncRef(ob, biased, ReloadTid());
+  }
+
+  static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
+    CheckNotFreed(ob);
+    CheckAttachedDebug(ob);
+    uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: as in IncRef
+    if (biased >= kImmortalFloor) return;  // immortal: as in IncRef
+    if (BRC_LIKELY(OwnerOf(biased) == tls_tid)) {
+      // local in [2, 2^31) (so it stays >= 1) <=> the signed word is >= 2 * 2^32. 1 (merge),
+      // 0 (misuse) and counts of 2^31 and more take the slow path.
+      if (BRC_LIKELY(static_cast<int64_t>(biased) >= static_cast<int64_t>(2 * kLocalOne))) {
+        ob->biased_.store(biased - kLocalOne, std::memory_order_relaxed);
+        BRC_OP_STAT_INC(local_decrefs);
         return;
       }
-      if (LocalOf(biased) == kLocalImmortal) return;  // made immortal by its owner
-    } else if (tid != kNotAttached) {
-      if (LocalOf(biased) == kLocalImmortal) return;  // immortal: no counting
+      DecRefSlow(ob);
+      return;
+    }
+    NonOwnerDecRef(ob, biased, ReloadTid());
+  }
+
+  // Not the owner, or not attached. Immortal objects never get here.
+  static BRC_ALWAYS_INLINE void NonOwnerIncRef(Object* ob, uint64_t biased,
+                                               uint32_t tid) noexcept {
+    if (OwnerOf(biased) == kPerThreadOwner) {
+      // Counted per thread: this thread's own slot, no atomic (lib/per_thread.cc). Slots stay
+      // in [-kSlotLimit, kSlotLimit]; the slow path spills them into the shared word. A thread
+      // that is not attached (or is blocked) has no slots (size 0): the slow path reports it.
+      uint32_t id = LocalOf(biased);
+      PerThreadSlots s = tls_slots;
+      if (BRC_LIKELY(id < s.size) && BRC_LIKELY(s.slots[id] < kSlotLimit)) {
+        ++s.slots[id];
+        return;
+      }
+      SlotIncRefSlow(ob);
+      return;
+    }
+    if (BRC_LIKELY(tid != kNotAttached)) {
       // Relaxed: the caller already holds a reference, so no other memory needs ordering.
       int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
       BRC_OP_STAT_INC(shared_increfs);
@@ -75,24 +141,25 @@ struct Rc {
       }
       return;
     }
-    IncRefSlow(ob);
+    IncRefSlow(ob);  // not attached: reported
   }
 
-  static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
-    CheckNotFreed(ob);
-    uint64_t biased = ob->biased_.load(std::memory_order_relaxed);  // relaxed: as in IncRef
-    uint32_t tid = tls_tid;
-    if (BRC_LIKELY(OwnerOf(biased) == tid)) {
-      // local in [2, 2^31) (so it stays >= 1) <=> the signed word is >= 2 * 2^32. 1 (merge),
-      // 0 (misuse), counts of 2^31 and more, and kLocalImmortal take the slow path.
-      if (BRC_LIKELY(static_cast<int64_t>(biased) >= static_cast<int64_t>(2 * kLocalOne))) {
-        ob->biased_.store(biased - kLocalOne, std::memory_order_relaxed);
-        BRC_OP_STAT_INC(local_decrefs);
+  static BRC_ALWAYS_INLINE void NonOwnerDecRef(Object* ob, uint64_t biased,
+                                               uint32_t tid) noexcept {
+    if (OwnerOf(biased) == kPerThreadOwner) {
+      // A slot that would go below zero (below its value at the last merge pass) takes the
+      // slow path: only then can the object's true count reach zero, so only then is a merge
+      // pass due.
+      uint32_t id = LocalOf(biased);
+      PerThreadSlots s = tls_slots;
+      if (BRC_LIKELY(id < s.size) && BRC_LIKELY(s.slots[id] > 0)) {
+        --s.slots[id];
         return;
       }
-      if (LocalOf(biased) == kLocalImmortal) return;
-    } else if (tid != kNotAttached) {
-      if (LocalOf(biased) == kLocalImmortal) return;  // immortal: no counting
+      SlotDecRefSlow(ob);
+      return;
+    }
+    if (BRC_LIKELY(tid != kNotAttached)) {
       int32_t old = ob->shared_.load(std::memory_order_relaxed);
       // Common case: shared count in [1, saturation). Subtract with one CAS. Release publishes
       // this thread's writes to the object to whoever frees it; acquire makes the others'
@@ -107,14 +174,25 @@ struct Rc {
       SharedDecRef(ob);
       return;
     }
-    DecRefSlow(ob);
+    DecRefSlow(ob);  // not attached: reported
   }
 
   // Slow paths, lib/refcount.cc.
+  [[noreturn]] static void ReportNotAttached(const Object* ob) noexcept;
   static BRC_NOINLINE void IncRefSlow(Object* ob) noexcept;
   static BRC_NOINLINE void DecRefSlow(Object* ob) noexcept;
   static BRC_NOINLINE void SharedIncRefEdge(Object* ob, int32_t old) noexcept;
   static BRC_NOINLINE void SharedDecRef(Object* ob) noexcept;
+  // Per-thread counting (lib/per_thread.cc): a slot out of range or at its limit, and a
+  // decrement through the shared word (never frees: zero is only seen by a merge pass).
+  static BRC_NOINLINE void SlotIncRefSlow(Object* ob) noexcept;
+  static BRC_NOINLINE void SlotDecRefSlow(Object* ob) noexcept;
+  static void PerThreadSharedDecRef(Object* ob) noexcept;
+  // A non-owner's decrement lost a race on the shared word: the contention detector's input.
+  static void NoteContention(Object* ob) noexcept;
+  static bool IsPerThread(const Object* ob) noexcept {
+    return Owner(ob) == kPerThreadOwner;
+  }
   static void MergeZeroLocal(Object* ob) noexcept;
   // Merge the halves, adding `extra` to the total; the object becomes unowned. The caller is the
   // owner, holds the owner's queue lock while the owner is exited or blocked, or runs with the

@@ -28,6 +28,10 @@
   X(queue_push_failures, "queue pushes that found no memory (merged, world stopped)")  \
   X(saturated, "objects made immortal because a count would have overflowed")         \
   X(made_immortal, "objects made immortal by MakeImmortal")                           \
+  X(per_thread_switched, "objects switched to per-thread counting")                    \
+  X(per_thread_detected, "of those, switched by the contention detector")              \
+  X(merge_passes, "merge passes over per-thread counts (collections' included)")       \
+  X(per_thread_freed, "per-thread-counted objects freed by a merge pass")              \
   X(allocations, "objects allocated")                                                  \
   X(frees, "objects freed")
 

@@ -66,6 +66,23 @@ void ResetAcyclicScheduleForTesting();
 // that the next collection needs a growth. Not during a collection.
 void LimitMarkStacksForTesting(std::size_t max_entries);
 
+// Per-thread counts (brc/hot.h). The calling thread's slot for `ob` (0 when it has none yet);
+// setting it grows the thread's slot array if needed (false: out of memory). `ob` must be
+// counted per thread. Setting a slot changes the object's count: tests use it to reach the
+// slot limits without 2^30 operations, and put the value back.
+int32_t PerThreadSlotForTesting(const Object* ob);
+bool SetPerThreadSlotForTesting(Object* ob, int32_t value);
+// Feeds the contention detector one lost decrement race on `ob` from this thread, as
+// brc::DecRef does when its compare-and-swap fails. The caller holds a reference.
+void NoteContentionForTesting(Object* ob);
+// Forgets what the calling thread's contention detector noted (an object freed earlier at the
+// same address would otherwise count towards a new one there).
+void ResetContentionForTesting();
+// Makes every allocation of the per-thread tables and slot arrays fail (true) or not (false),
+// as if the Allocator returned null, without installing one (SetAllocator needs no object
+// alive). The allocation-failure sweep (tests/oom_sweep.cc) fails the real Allocator.
+void FailPerThreadAllocationsForTesting(bool fail);
+
 }  // namespace brc::testing
 
 #endif  // BRC_TESTING_H_
