@@ -299,14 +299,29 @@ def threads_label(t, cores):
 # Machine and build.
 
 def cpu_model():
+    """The CPU as /proc/cpuinfo names it, with vendor, family, model and stepping: a model
+    name such as "AMD EPYC" covers CPUs whose ratios differ (the owner pair measured 1.25x a
+    plain counter on one such machine and 2.0x on another), so a figure needs all four."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    parts = []
+    for key, label in (("vendor_id", "vendor"), ("cpu family", "family"), ("model", "model"),
+                       ("stepping", "stepping"), ("microcode", "microcode")):
+        if key in fields:
+            parts.append("%s %s" % (label, fields[key]))
+    hypervisor = "hypervisor" in fields.get("flags", "").split()
+    if hypervisor:
+        parts.append("virtual machine")
+    return name + (" (" + ", ".join(parts) + ")" if parts else "")
 
 
 def cache_text(caches, cpus):
@@ -639,6 +654,71 @@ def compute_floors(bench, cpython=None):
         cpython_floor(f, "ring %d" % r, bench.get("BM_CollectGarbage/ring:%d/workers:1" % r),
                       cpython_stat(cpy, "CPython_CollectGarbage/ring:%d" % r, "ns_per_obj"),
                       "ns_per_obj", _GARBAGE_VS_CPYTHON, _GARBAGE_NS)
+    floors.append(f)
+    floors.extend(sharing_floors(bench))
+    return floors
+
+
+def ips_floor(floor, label, a_run, b_run, bound, at_most):
+    """items_per_second(a) / items_per_second(b) <= bound (at_most) or >= bound."""
+    a, b = throughput(a_run), throughput(b_run)
+    r = ratio(a, b) if a is not None and b is not None else None
+    if r is None:
+        errored = any(run is not None and run.error for run in (a_run, b_run))
+        floor.add(label, "error" if errored else "missing", None)
+        return
+    rr = ratio_range(a, b)
+    marginal = rr is not None and rr[0] <= bound <= rr[1]
+    floor.add(label, ratio_text(r), r <= bound if at_most else r >= bound, marginal)
+
+
+def sharing_floors(bench):
+    """Issue 12: shared objects as cheap as owned ones."""
+    floors = []
+    f = Floor("Immortal pair ≤ 1.1× owner pair",
+              "BM_Pair/brc_immortal ÷ BM_Pair/brc_owner ≤ 1.1")
+    ratio_floor(f, "", bench.get("BM_Pair/brc_immortal"), bench.get("BM_Pair/brc_owner"), 1.1,
+                True, "brc_immortal", "brc_owner")
+    floors.append(f)
+
+    rm0 = thread_series(bench, "BM_ReadMostly", temps=0)
+    rm1 = thread_series(bench, "BM_ReadMostly", temps=1)
+    f = Floor("Read-mostly, per-thread counting, no temporaries: ≥ 5× std::atomic at 2 threads",
+              "BM_ReadMostly/brc_per_thread ÷ BM_ReadMostly/atomic (pairs/s), temps:0, 2 threads"
+              " ≥ 5")
+    ips_floor(f, "", rm0.get("brc_per_thread", {}).get(2), rm0.get("atomic", {}).get(2), 5.0,
+              False)
+    floors.append(f)
+
+    f = Floor("Read-mostly with temporaries: per-thread counting within 1.25× of its immortal "
+              "twin", "BM_ReadMostly/brc_immortal ÷ BM_ReadMostly/brc_per_thread (pairs/s), "
+              "temps:1, each thread count ≤ 1.25")
+    for t in sorted(rm1.get("brc_per_thread", {})):
+        ips_floor(f, "%d threads" % t, rm1.get("brc_immortal", {}).get(t),
+                  rm1["brc_per_thread"][t], 1.25, True)
+    floors.append(f)
+
+    f = Floor("Read-mostly, per-thread counting: N threads ≥ 0.8 × N × one thread (N up to the "
+              "cores)", "BM_ReadMostly/brc_per_thread, temps:0, pairs/s at N ÷ at 1 ≥ 0.8 N")
+    per_thread = rm0.get("brc_per_thread", {})
+    cores = max(per_thread) // 2 if per_thread else 0  # the largest count is twice the cores
+    for t in sorted(per_thread):
+        if t == 1 or t > max(cores, 1):
+            continue
+        ips_floor(f, "%d threads" % t, per_thread[t], per_thread.get(1), 0.8 * t, False)
+    floors.append(f)
+
+    ho = thread_series(bench, "BM_Handoff")
+    f = Floor("Hand-off: brc ≥ 1.5× shared_ptr at 2 threads, ≥ 1.0× oversubscribed",
+              "BM_Handoff/brc ÷ BM_Handoff/shared_ptr (objects/s)")
+    brc_ho = ho.get("brc", {})
+    top = max(brc_ho) if brc_ho else None
+    for t in sorted(brc_ho):
+        if t == 2:
+            ips_floor(f, "2 threads", brc_ho[t], ho.get("shared_ptr", {}).get(t), 1.5, False)
+        elif t == top:
+            ips_floor(f, "%d threads" % t, brc_ho[t], ho.get("shared_ptr", {}).get(t), 1.0,
+                      False)
     floors.append(f)
     return floors
 
@@ -1069,6 +1149,19 @@ class Report:
             self.w(*thread_table(series, self.cores, ratios, "M/s"))
             self.w("")
             self.panels.append((fam, "M pairs/s", self.series_stats(series)))
+        for temps, what in ((0, "no temporaries"), (1, "a private temporary per step")):
+            series = thread_series(b, "BM_ReadMostly", temps=temps)
+            if not series:
+                continue
+            any_rows = True
+            self.w("### BM_ReadMostly, %s: 64 objects of an idle owner, every thread takes and "
+                   "drops references to them in turn" % what, "")
+            self.w(*thread_table(series, self.cores,
+                                 [("brc_per_thread", "atomic"), ("brc_shared", "atomic"),
+                                  ("brc_immortal", "brc_per_thread")], "M/s"))
+            self.w("")
+            self.panels.append(("BM_ReadMostly temps:%d" % temps, "M pairs/s",
+                                self.series_stats(series)))
         series = thread_series(b, "BM_Handoff")
         self.w("## 3. Hand-off between threads", "",
                "Objects created by T/2 producer threads and dropped by T/2 consumer threads, "
