@@ -21,6 +21,9 @@
 //    while unmerged: the owner took a reference that another thread dropped).
 //  * owner == 0  <=>  the object is unowned and its whole count lives in shared_ (state merged),
 //    or the object is immortal.
+//  * owner == kPerThreadOwner (2^31, brc/detail/thread_local.h): counted per thread (brc/hot.h);
+//    the local half is the object's per-thread id, the state maybe-weak, and the true count is
+//    shared + every thread's slot for the id.
 //  * An owned object has local >= 1: the owner gives up ownership when its count reaches zero.
 //  * Immortal: local == kLocalImmortal, or the shared count is in the saturation band
 //    [kSharedSaturationMin, 2^29). Both are sticky: no decrement ever leaves them.

@@ -1,14 +1,20 @@
 // Biased reference counting: the inline fast paths and the public counting API.
 //
-// Owner thread: a relaxed load and a relaxed store of the biased word (owner id | local count).
-// No read-modify-write instruction, no fence. One signed comparison sends every edge case (the count reaching 0,
-// counts of 2^31 and more, saturation, immortality, a count already at zero) to an
-// out-of-line slow path.
-// Other threads: one atomic add (increment) or one CAS (decrement) on the shared word.
+// Every operation first compares the whole biased word (owner id | local count) against the
+// immortal marker in the local half: an immortal object costs one load and one compare, from
+// any thread. Then:
+//  * Owner thread: a relaxed load and a relaxed store of the biased word. No read-modify-write
+//    instruction, no fence. The increment has no range test (a count the owner took to zero
+//    is published unowned before the free, so a late increment is not the owner's any more);
+//    the decrement's one signed comparison sends a count reaching 1 (the merge), misuse and
+//    counts of 2^31 and more to an out-of-line slow path.
+//  * An object counted per thread (brc/hot.h): the thread's own slot, a load and a store.
+//  * Other threads: one atomic add (increment) or one CAS (decrement) on the shared word.
 //
 // Every function here requires the calling thread to be attached (brc::ThreadScope). A count
 // operation from a thread that is not attached, or from inside a BlockingScope, is a fatal
-// error naming the object's type.
+// error naming the object's type; on an immortal object it is a no-op that only BRC_DEBUG
+// builds report.
 #ifndef BRC_REFCOUNT_H_
 #define BRC_REFCOUNT_H_
 
