@@ -96,6 +96,7 @@
 #include <vector>
 
 #include "brc/brc.h"
+#include "brc/hot.h"
 #include "brc/testing.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -1057,6 +1058,25 @@ void StepFreeze() {
   DoCollect();
 }
 
+// Per-thread counts (brc/hot.h): switches (whose id tables may fail to grow: ResourceExhausted,
+// nothing changed), counting through slots that may fail to grow (the shared word instead,
+// silently), and a merge pass that frees the objects.
+void StepPerThread() {
+  Ref<Leaf> a = TryMake<Leaf>("Make<Leaf>", 60);
+  Ref<Node> n = TryMake<Node>("Make<Node>");
+  if (a == nullptr || n == nullptr) return;
+  CheckStatus("brc::CountPerThread", brc::CountPerThread(a.get()));
+  CheckStatus("brc::CountPerThread", brc::CountPerThread(n.get()));
+  {
+    Ref<Leaf> b = a;
+    Ref<Node> m = n;
+  }
+  a = nullptr;
+  n = nullptr;
+  CheckStatus("brc::MergePerThreadCounts", brc::MergePerThreadCounts());
+  CheckWorldRunning("brc::MergePerThreadCounts");
+}
+
 std::atomic<bool> g_main_blocked{false};  // the main thread is inside a BlockingScope
 
 // A short-lived thread attaches (nested scopes), makes objects, drops one this thread owns
@@ -1201,6 +1221,7 @@ StepDef g_steps[] = {
     {"collect", StepCollect, false},
     {"stop-the-world", StepStopTheWorld, false},
     {"freeze", StepFreeze, false},
+    {"per-thread", StepPerThread, false},
     {"set-allocator", StepSetAllocator, false},
     {"attach-detach", StepAttachDetach, false},
     {"helper-stop", StepHelperStop, false},
