@@ -99,7 +99,7 @@ struct Rc {
       BRC_OP_STAT_INC(local_increfs);
       return;
     }
-    NonOwnerIncRef(ob, biased, ReloadTid());
+    NonOwnerIncRef(ob, biased);
   }
 
   static BRC_ALWAYS_INLINE void DecRef(Object* ob) noexcept {
@@ -118,12 +118,11 @@ struct Rc {
       DecRefSlow(ob);
       return;
     }
-    NonOwnerDecRef(ob, biased, ReloadTid());
+    NonOwnerDecRef(ob, biased);
   }
 
   // Not the owner, or not attached. Immortal objects never get here.
-  static BRC_ALWAYS_INLINE void NonOwnerIncRef(Object* ob, uint64_t biased,
-                                               uint32_t tid) noexcept {
+  static BRC_ALWAYS_INLINE void NonOwnerIncRef(Object* ob, uint64_t biased) noexcept {
     if (OwnerOf(biased) == kPerThreadOwner) {
       // Counted per thread: this thread's own slot, no atomic (lib/per_thread.cc). Slots stay
       // in [-kSlotLimit, kSlotLimit]; the slow path spills them into the shared word. A thread
@@ -137,7 +136,7 @@ struct Rc {
       SlotIncRefSlow(ob);
       return;
     }
-    if (BRC_LIKELY(tid != kNotAttached)) {
+    if (BRC_LIKELY(ReloadTid() != kNotAttached)) {
       // Relaxed: the caller already holds a reference, so no other memory needs ordering.
       int32_t old = ob->shared_.fetch_add(kSharedOne, std::memory_order_relaxed);
       BRC_OP_STAT_INC(shared_increfs);
@@ -150,8 +149,7 @@ struct Rc {
     IncRefSlow(ob);  // not attached: reported
   }
 
-  static BRC_ALWAYS_INLINE void NonOwnerDecRef(Object* ob, uint64_t biased,
-                                               uint32_t tid) noexcept {
+  static BRC_ALWAYS_INLINE void NonOwnerDecRef(Object* ob, uint64_t biased) noexcept {
     if (OwnerOf(biased) == kPerThreadOwner) {
       // A slot that would go below zero (below its value at the last merge pass) takes the
       // slow path: only then can the object's true count reach zero, so only then is a merge
@@ -165,7 +163,7 @@ struct Rc {
       SlotDecRefSlow(ob);
       return;
     }
-    if (BRC_LIKELY(tid != kNotAttached)) {
+    if (BRC_LIKELY(ReloadTid() != kNotAttached)) {
       int32_t old = ob->shared_.load(std::memory_order_relaxed);
       // Common case: shared count in [1, saturation). Subtract with one CAS. Release publishes
       // this thread's writes to the object to whoever frees it; acquire makes the others'
