@@ -352,6 +352,65 @@ void BM_CollectPause(benchmark::State& state) {
 // A smoke run (bench_util.h) measures the smallest heap only.
 using brc_bench::QuickRun;
 
+// A merge pass of per-thread counts (brc/hot.h) with N objects counted per thread, each with a
+// reference in this thread's slot and one in a second thread's (which idles at its safepoint
+// meanwhile, so the pass stops two threads): what a stop costs as such objects grow.
+// counter ns_per_object = pass time / N.
+void BM_MergePass(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  brc::ThreadScope attach;
+  std::vector<brc::Ref<LeafNode>> objects;
+  objects.reserve(n);
+  {
+    brc::StopTheWorld stop;  // one stop for all the switches
+    for (int64_t i = 0; i < n; ++i) {
+      objects.push_back(brc::Make<LeafNode>());
+      if (!brc::CountPerThread(objects.back().get()).ok()) {
+        state.SkipWithError("CountPerThread failed");
+        break;
+      }
+    }
+  }
+  std::vector<brc::Ref<LeafNode>> mine = objects;  // this thread's slots: +1 each
+  std::atomic<bool> ready{false}, done{false};
+  std::thread other([&] {
+    brc::ThreadScope t;
+    std::vector<brc::Ref<LeafNode>> theirs = objects;  // the other thread's slots
+    ready.store(true);
+    while (!done.load(std::memory_order_relaxed)) brc::Safepoint();
+  });
+  while (!ready.load()) std::this_thread::yield();
+  double total_seconds = 0;
+  for (auto _ : state) {
+    // Every pass folds the slots to zero: put this thread's back before the next one.
+    for (auto& r : mine) brc::IncRef(r.get());
+    auto start = std::chrono::steady_clock::now();
+    if (!brc::MergePerThreadCounts().ok()) state.SkipWithError("MergePerThreadCounts failed");
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(seconds);
+    total_seconds += seconds;
+    for (auto& r : mine) brc::DecRef(r.get());
+  }
+  done.store(true);
+  {
+    brc::BlockingScope blocked;
+    other.join();
+  }
+  mine.clear();
+  objects.clear();
+  (void)brc::MergePerThreadCounts();
+  state.counters["ns_per_object"] =
+      total_seconds * 1e9 / (static_cast<double>(n) * static_cast<double>(state.iterations()));
+}
+BENCHMARK(BM_MergePass)
+    ->ArgName("objects")
+    ->Arg(64)
+    ->Arg(4096)
+    ->Arg(65536)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
 BENCHMARK(BM_CollectPause)
     ->ArgNames({"objects", "workers"})
     ->ArgsProduct({QuickRun() ? std::vector<int64_t>{100'000}
