@@ -1162,6 +1162,16 @@ class Report:
             self.w("")
             self.panels.append(("BM_ReadMostly temps:%d" % temps, "M pairs/s",
                                 self.series_stats(series)))
+        passes = sorted((r for r in b.family("BM_MergePass") if "objects" in r.args),
+                        key=lambda r: int(r.args["objects"]))
+        if passes:
+            for r in passes:
+                b.used.add(r.name)
+            self.w("### A merge pass of per-thread counts (two threads' slots)", "")
+            self.w(*md_table(["objects counted per thread", "pause (µs)", "ns per object"],
+                             [[r.args["objects"], cell(r.time_ns.scaled(1e-3), r),
+                               cell(r.counter("ns_per_object"), r)] for r in passes]))
+            self.w("")
         series = thread_series(b, "BM_Handoff")
         self.w("## 3. Hand-off between threads", "",
                "Objects created by T/2 producer threads and dropped by T/2 consumer threads, "
