@@ -579,8 +579,20 @@ void FindResurrected(const ObjectList& garbage) {
   for (Object* ob : garbage) {
     if (!(GcBitsOf(ob) & kGcGarbage)) continue;  // already resurrected through another member
     // The references from other members, counted on the owner id as the base.
-    uint32_t internal = OwnerOf(Rc::biased(ob).load(std::memory_order_relaxed)) - OwnerFor(ob);
-    int64_t outside = Rc::RefCount(ob) - 1 - internal;
+    uint32_t owner = OwnerFor(ob);
+    uint32_t internal = OwnerOf(Rc::biased(ob).load(std::memory_order_relaxed)) - owner;
+    // The true count as Settle reads it: an object counted per thread has its id, not a count,
+    // in the local half (and the stop's fold put every slot into the shared word).
+    int64_t count;
+    if (Rc::IsImmortal(ob)) {
+      count = kImmortalRefCount;
+    } else {
+      int32_t shared = Rc::shared(ob).load(std::memory_order_relaxed);
+      int64_t local = owner == kPerThreadOwner ? 0 : Rc::Local(ob);
+      count = local + (shared >> kSharedShift) -
+              ((shared & kStateMask) == kStateQueued ? 1 : 0);
+    }
+    int64_t outside = count - 1 - internal;
     if (outside <= 0) continue;
     GcSetBits(ob, 0, kGcGarbage);
     stack.push_back(ob);

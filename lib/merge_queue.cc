@@ -237,6 +237,7 @@ void DetachCurrentThread() {
   detail::tls_pending = nullptr;
   detail::PerThreadDetached();
   t_state = nullptr;
+  detail::PerThreadDetachedDrain(ts);
   detail::UnregisterCurrentThread(ts);
 }
 

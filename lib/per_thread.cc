@@ -251,13 +251,16 @@ absl::Status SwitchStopped(Object* ob) {
     }
     // Everything that may throw first, so that a failure changes nothing.
     try {
-      if (pool.objects.capacity() < id + 1) {
+      // Each against its own capacity: after a failure part-way, the next switch grows the
+      // ones still short (a push below must never allocate with the world stopped).
+      auto grow = [&](auto& v) {
+        if (v.capacity() >= id + 1) return;
         ThrowIfFailingForTesting();
-        std::size_t cap = std::max<std::size_t>(2 * pool.objects.capacity(), 64);
-        pool.objects.reserve(cap);
-        pool.sums.reserve(cap);
-        pool.free_ids.reserve(cap);
-      }
+        v.reserve(std::max<std::size_t>(2 * v.capacity(), std::max<std::size_t>(id + 1, 64)));
+      };
+      grow(pool.objects);
+      grow(pool.sums);
+      grow(pool.free_ids);
     } catch (const std::bad_alloc&) {
       return absl::ResourceExhaustedError(
           "brc::CountPerThread: out of memory for the per-thread id tables");
@@ -418,6 +421,8 @@ void Rc::PerThreadSharedDecRef(Object* ob) noexcept {
 
 void Rc::NoteContention(Object* ob) noexcept {
   if (!g_detect.load(std::memory_order_relaxed)) return;  // relaxed: a setting
+  // A detaching thread will not reach another safepoint: its nominees would outlive it.
+  if (t_state == nullptr || t_state->detaching) return;
   Contention& e = t_contention[(reinterpret_cast<uintptr_t>(ob) >> 5) % kContentionEntries];
   if (e.ob != ob) e = Contention{ob, 0};
   if (++e.lost < g_threshold.load(std::memory_order_relaxed)) return;
@@ -507,7 +512,7 @@ int64_t PerThreadRefCount(const Object* ob) noexcept {
   bool stop_here = !ThisThreadStoppedTheWorld();
   if (stop_here) StopWorld(self);
   int64_t total = Rc::RefCount(ob);  // the shared count and this thread's slot
-  if (Rc::IsPerThread(ob)) {         // still: the stop may have run destructors, not a pass
+  if (Rc::IsPerThread(ob) && !Rc::IsImmortal(ob)) {         // still: the stop may have run destructors, not a pass
     uint32_t id = Rc::Local(ob);
     for (ThreadState* ts = g_slot_states.load(std::memory_order_acquire); ts != nullptr;
          ts = ts->pt_next) {
@@ -555,6 +560,17 @@ void SwitchNominees() noexcept {
   for (int i = 0; i < n; ++i) Rc::DecRef(obs[i]);
 }
 
+// Drops the nominees' references, copied out first: a destructor run by a drop may nominate
+// again (into the emptied list), so this loops until the list stays empty.
+void DropNominees() noexcept {
+  while (t_nominee_count > 0) {
+    Object* obs[kMaxNominees];
+    int n = std::exchange(t_nominee_count, 0);
+    std::copy(t_nominees, t_nominees + n, obs);
+    for (int i = 0; i < n; ++i) Rc::DecRef(obs[i]);
+  }
+}
+
 bool PassAllowedNow() noexcept {
   return NowNs() - g_last_pass_ns.load(std::memory_order_relaxed) >=
          g_interval_ns.load(std::memory_order_relaxed);
@@ -581,7 +597,9 @@ void HandOverPass(ThreadState* ts) noexcept {
   ForEachThreadState([&](ThreadState* other) {
     if (other == ts) return;
     MutexLock lock(&other->mu);
-    if (other->status != ThreadStatus::kAttached) return;
+    // Blocked threads too: one may be joining this one, and it looks at its pending word at
+    // its first safepoint after the BlockingScope.
+    if (other->status == ThreadStatus::kExited) return;
     // Relaxed: as SetOwnPending.
     other->pending.fetch_or(kPendingPerThread, std::memory_order_relaxed);
   });
@@ -593,7 +611,7 @@ void PerThreadLeaving(ThreadState* ts, bool blocking) noexcept {
   // Neither leaving path stops the world: a thread often detaches or blocks just as another
   // thread waits for it (joins it) without a BlockingScope, and a stop would wait for that
   // one forever. Nominees are dropped unswitched (the detector may pick them again).
-  for (int i = 0, n = std::exchange(t_nominee_count, 0); i < n; ++i) Rc::DecRef(t_nominees[i]);
+  DropNominees();
   if (!blocking && ts->pt_slots != nullptr) {
     // Spill this thread's slots into the shared words (atomic adds, safe with the world
     // running: objects counted per thread are freed only by a pass, which cannot run while
@@ -617,7 +635,18 @@ void PerThreadLeaving(ThreadState* ts, bool blocking) noexcept {
   HandOverPass(ts);
 }
 
+void PerThreadDetachedDrain(ThreadState* ts) noexcept {
+  // Destructors run by the detaching thread's last drain may have dropped references (their
+  // slots stay in the state and later passes fold them); a pass they made due goes to others.
+  if (g_due.load(std::memory_order_relaxed)) HandOverPass(ts);
+}
+
 void PerThreadAttached(ThreadState* ts) noexcept {
+  // A pass may be due (handed over while this thread was blocked or not attached): look at
+  // the next safepoint.
+  if (g_due.load(std::memory_order_relaxed)) {
+    ts->pending.fetch_or(kPendingPerThread, std::memory_order_relaxed);  // relaxed: a hint
+  }
   tls_slots = PerThreadSlots{ts->pt_slots, ts->pt_size};
 }
 

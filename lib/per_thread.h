@@ -39,6 +39,9 @@ void PerThreadSafepoint(ThreadState* ts) noexcept;
 // drops its nominees, spills its slots into the shared words when it detaches, and hands a
 // due pass to the attached threads. Never stops the world.
 void PerThreadLeaving(ThreadState* ts, bool blocking) noexcept;
+// After the detaching thread's final queue drain (it is exited now and counts nothing): a pass
+// that drain made due goes to the other threads.
+void PerThreadDetachedDrain(ThreadState* ts) noexcept;
 // Attach: the thread's TLS mirror of its state's slots. Detach: cleared.
 void PerThreadAttached(ThreadState* ts) noexcept;
 void PerThreadDetached() noexcept;

@@ -1,7 +1,7 @@
 // Concurrency stress for threads that come and go, block, and saturate counts: seeded, bounded
 // in time (every wait too), invariant-checked.
 //
-//   brc_thread_stress [--scenario threads|blocked|saturation|all] [--threads N] [--seconds S]
+//   brc_thread_stress [--scenario threads|blocked|saturation|hot|all] [--threads N] [--seconds S]
 //                     [--seed X]
 //
 // Prints its parameters first and, as each scenario ends, its operations per second and the
@@ -29,6 +29,30 @@
 //              may still hold the object: a non-owner's drop can queue it while it is mortal,
 //              just before the owner's last increment makes it immortal (the entry's merge is
 //              then a no-op, but freeing the object under a pending entry is a use after free).
+//  hot         Per-thread counts (brc/hot.h). An owner thread makes 64 leaves and 32 tracked
+//              nodes (a ring, each node holding a leaf), holds one reference to each until the
+//              end and keeps counting on them and reaching safepoints. A quarter are switched
+//              with CountPerThread by the owner up front (some under one StopTheWorld), another
+//              quarter by the first worker threads, and the owner switches objects of a third
+//              quarter now and then; the contention detector (on, with a small seeded
+//              threshold, the configuration restored afterwards) is left the last quarter: the
+//              workers hammer one of half of those at a time (the owner picks it; the other
+//              half sees only incidental contention and may stay biased), while they also
+//              take references, hand them to each other through a queue (slots go
+//              negative, passes become due), drop them, lock weak references, call GetRefCount
+//              (at least the references the caller holds plus the owner's), run merge passes,
+//              collections and BlockingScopes, make temporaries that they switch and pass on
+//              (ids recycled during the run), and exit or re-attach (slot arrays pass to reused
+//              thread ids). The owner flips max_objects low and high (switches refused, then
+//              allowed). At the end every count must be exact; then the owner drops its
+//              references and each object must be freed by the rule: a biased one by that
+//              DecRef, a per-thread one by the next merge pass, the node ring by one Collect(),
+//              each destructor and weak callback exactly once, no hot object destroyed before.
+//              Liveness: the owner waits for the last workers inside a BlockingScope; after
+//              that, its safepoints alone must free every temporary nobody holds (a pass the
+//              exiting workers owed must not be lost), and, last, the same case made
+//              deterministic: one thread drops a per-thread object's last reference and exits
+//              while the owner joins it in a BlockingScope.
 //
 // Rules followed throughout (README "What you must do"): every thread that touches an object
 // holds a brc::ThreadScope and reaches brc::Safepoint() often; every sleep, join or condition
@@ -112,7 +136,13 @@ TypeCounters g_node{"Node"};
 TypeCounters g_owned{"Owned"};
 TypeCounters g_owned_node{"OwnedNode"};
 TypeCounters g_sat{"SatObject"};
-TypeCounters* const g_all_types[] = {&g_payload, &g_node, &g_owned, &g_owned_node, &g_sat};
+TypeCounters g_hot_leaf{"HotLeaf"};
+TypeCounters g_hot_node{"HotNode"};
+TypeCounters g_temp_leaf{"TempLeaf"};
+TypeCounters g_temp_node{"TempNode"};
+TypeCounters* const g_all_types[] = {&g_payload,  &g_node,     &g_owned,     &g_owned_node,
+                                     &g_sat,      &g_hot_leaf, &g_hot_node,  &g_temp_leaf,
+                                     &g_temp_node};
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
@@ -1081,11 +1111,676 @@ Result Saturation(const Options& o) {
   return res;
 }
 
+// ------------------------------------------------------------------------------------------
+// Scenario "hot": per-thread counts for hot shared objects.
+
+// The scenario's objects: kHotLeaves leaves and kHotNodes tracked nodes, all owned by the owner
+// thread, which holds one reference to each until the end. Node j holds leaf j and node j+1
+// (a ring: only a collection frees the nodes, and leaves 0..kHotNodes-1 go with them).
+constexpr int kHotLeaves = 64;
+constexpr int kHotNodes = 32;
+constexpr int kHot = kHotLeaves + kHotNodes;
+constexpr int kHotMaxHeld = 64;       // references one worker holds at most
+constexpr int64_t kHotMaxQueued = 4096;
+
+struct HotGlobals {
+  // Set by the owner just before it drops its references: a hot object's destructor before
+  // then freed an object the owner still held.
+  std::atomic<bool> ending{false};
+  std::atomic<int> destroyed[kHot] = {};  // destructor runs, per object
+  std::atomic<int> weak_callbacks[kHot] = {};
+};
+HotGlobals g_hot;
+
+void HotDestroyed(int index, const char* type) {
+  if (!g_hot.ending.load(std::memory_order_acquire)) {
+    FailF("%s %d destroyed while its owner still held a reference", type, index);
+  }
+  if (g_hot.destroyed[index].fetch_add(1, std::memory_order_acq_rel) != 0) {
+    FailF("%s %d destroyed twice", type, index);
+  }
+}
+
+struct HotLeaf : brc::Object {
+  HotLeaf(int i, uint64_t v) : index(i), value(v), check(~v) {
+    g_hot_leaf.constructed.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~HotLeaf() {
+    if (check != ~value) Fail("HotLeaf corrupted before its destructor ran");
+    check = 0;
+    HotDestroyed(index, "HotLeaf");
+    g_hot_leaf.destroyed.fetch_add(1, std::memory_order_relaxed);
+  }
+  int index;
+  uint64_t value;
+  uint64_t check;
+};
+
+// Edges written only by the owner before the objects are shared, and by the collector's Clear.
+struct HotNode : brc::Object {
+  HotNode(int i, uint64_t v) : index(i), value(v), check(~v) {
+    g_hot_node.constructed.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~HotNode() {
+    if (check != ~value) Fail("HotNode corrupted before its destructor ran");
+    check = 0;
+    HotDestroyed(index, "HotNode");
+    g_hot_node.destroyed.fetch_add(1, std::memory_order_relaxed);
+  }
+  void Trace(brc::Visitor& v) const {
+    v.Visit(next);
+    v.Visit(leaf);
+  }
+  void Clear() {
+    next = nullptr;
+    leaf = nullptr;
+  }
+  int index;
+  brc::Ref<HotNode> next;
+  brc::Ref<HotLeaf> leaf;
+  uint64_t value;
+  uint64_t check;
+};
+
+// A worker's short-lived objects, sometimes switched to per-thread counting by their maker and
+// handed to other workers: they die in passes during the run, so per-thread ids are recycled
+// while other threads have slots for them (a stale slot would free the next object with the id
+// early, or leak it). A TempNode may point to itself: only a collection frees that one.
+// Temporaries alive that are on no cycle (counting alone frees them).
+std::atomic<int64_t> g_temps_acyclic_alive{0};
+
+struct TempLeaf : brc::Object {
+  explicit TempLeaf(uint64_t v) : value(v), check(~v) {
+    g_temp_leaf.constructed.fetch_add(1, std::memory_order_relaxed);
+    g_temps_acyclic_alive.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~TempLeaf() {
+    if (check != ~value) Fail("TempLeaf corrupted before its destructor ran");
+    check = 0;
+    g_temps_acyclic_alive.fetch_sub(1, std::memory_order_relaxed);
+    g_temp_leaf.destroyed.fetch_add(1, std::memory_order_relaxed);
+  }
+  uint64_t value;
+  uint64_t check;
+};
+
+struct TempNode : brc::Object {
+  TempNode(uint64_t v, bool c) : cyclic(c), value(v), check(~v) {
+    g_temp_node.constructed.fetch_add(1, std::memory_order_relaxed);
+    if (!cyclic) g_temps_acyclic_alive.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~TempNode() {
+    if (check != ~value) Fail("TempNode corrupted before its destructor ran");
+    check = 0;
+    if (!cyclic) g_temps_acyclic_alive.fetch_sub(1, std::memory_order_relaxed);
+    g_temp_node.destroyed.fetch_add(1, std::memory_order_relaxed);
+  }
+  void Trace(brc::Visitor& v) const { v.Visit(self); }
+  void Clear() { self = nullptr; }
+  brc::Ref<TempNode> self;
+  bool cyclic;  // `self` points to it
+  uint64_t value;
+  uint64_t check;
+};
+
+// The references the owner's objects hold among themselves: node j holds leaf j and node j+1.
+int HotExpectedCount(int i) { return i < kHotNodes || i >= kHotLeaves ? 2 : 1; }
+
+// A reference in flight between workers. `index` is the hot object's, or -1 for a temporary.
+struct HotItem {
+  brc::Object* ob = nullptr;  // owns one reference
+  int index = -1;
+};
+
+struct HotContext {
+  brc::Object* objs[kHot] = {};  // the owner's objects; each kept alive by the owner
+  std::vector<brc::WeakRef<brc::Object>> weaks;  // one per object, made by the owner
+  HandoffQueue<HotItem> queue;
+  std::atomic<int64_t> queued{0};
+  std::atomic<bool> ready{false};         // the owner made and published the objects
+  std::atomic<int> upfront_left{0};       // first-generation workers' switches still to do
+  std::atomic<bool> stop{false};          // workers: finish the generation and exit
+  std::atomic<bool> workers_done{false};  // every worker has exited
+  std::atomic<int64_t> last_collect_ns{0};
+  // The object the workers' hot loops hammer: index % 8 == 2 (index % 8 == 6 is left alone,
+  // so that some objects may stay biased).
+  std::atomic<int> target{2};
+  std::atomic<uint64_t> ops{0};
+  std::atomic<uint64_t> refcount_checks{0};
+  std::atomic<uint64_t> temps{0};
+  std::atomic<uint64_t> temps_switched{0};
+  std::atomic<uint64_t> refused{0};       // switches refused for max_objects
+  std::atomic<uint64_t> collections{0};
+  std::atomic<uint64_t> threads_started{0};
+  int workers = 0;
+};
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             Clock::now().time_since_epoch())
+      .count();
+}
+
+void CheckStatus(const absl::Status& s, const char* what) {
+  if (!s.ok()) FailF("%s failed: %s", what, std::string(s.message()).c_str());
+}
+
+// Switches `ob` (the caller holds a reference). OK, or ResourceExhausted while the owner keeps
+// max_objects low; anything else is a failure.
+void HotSwitch(HotContext& c, brc::Object* ob, const char* who) {
+  absl::Status s = brc::CountPerThread(ob);
+  if (s.code() == absl::StatusCode::kResourceExhausted) {
+    c.refused.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!s.ok()) FailF("CountPerThread by %s failed: %s", who, std::string(s.message()).c_str());
+  if (!brc::IsCountedPerThread(ob) && !brc::IsImmortal(ob)) {
+    FailF("CountPerThread by %s returned OK but the object is not counted per thread", who);
+  }
+}
+
+// A collection from a worker or the owner, at most one per 20 ms among them all.
+void HotMaybeCollect(HotContext& c, uint64_t r) {
+  int64_t now = NowNs();
+  int64_t last = c.last_collect_ns.load(std::memory_order_relaxed);
+  if (now - last < 20'000'000 ||
+      !c.last_collect_ns.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    return;
+  }
+  absl::StatusOr<brc::CollectResult> res = (r & 1) ? brc::Collect() : brc::CollectYoung();
+  if (!res.ok()) {
+    FailF("brc::Collect%s() failed: %s", (r & 1) ? "" : "Young",
+          std::string(res.status().message()).c_str());
+  }
+  c.collections.fetch_add(1, std::memory_order_relaxed);
+}
+
+// GetRefCount of hot object `i` counts at least the owner's reference and the `mine` the
+// calling thread holds. Per-thread-counted objects: exact (the world is stopped to add the
+// slots). The others: the owner never gives its references away, so its local half is at
+// least 1 and every non-owner reference is one unit of the shared half, each non-negative.
+void HotCheckCount(HotContext& c, int i, int64_t mine) {
+  int64_t rc = brc::GetRefCount(c.objs[i]);
+  if (rc != brc::kImmortalRefCount && rc < mine + 1) {
+    FailF("GetRefCount of hot object %d (%s) is %lld; the caller holds %lld and the owner 1",
+          i, brc::IsCountedPerThread(c.objs[i]) ? "per thread" : "biased",
+          static_cast<long long>(rc), static_cast<long long>(mine));
+  }
+  c.refcount_checks.fetch_add(1, std::memory_order_relaxed);
+}
+
+// One attachment of a worker: take, drop, hand off, check; then leave (thread churn).
+void HotWorkerGeneration(HotContext& c, std::mt19937_64& rng, int slot, bool first) {
+  brc::ThreadScope attach;
+  struct Held {
+    brc::Ref<brc::Object> ref;
+    int index;
+  };
+  std::vector<Held> held;
+  held.reserve(kHotMaxHeld + 1);
+  int mine[kHot] = {};  // references to each hot object in `held`
+  std::vector<brc::WeakRef<TempLeaf>> weak_temps;
+  auto hold = [&](brc::Ref<brc::Object> ref, int index) {
+    if (index >= 0) ++mine[index];
+    held.push_back(Held{std::move(ref), index});
+  };
+  auto drop = [&](size_t k) {
+    if (held[k].index >= 0) --mine[held[k].index];
+    std::swap(held[k], held.back());
+    held.pop_back();  // the Ref's destructor drops it
+  };
+  auto push = [&](size_t k) {
+    HotItem it{held[k].ref.Release(), held[k].index};
+    if (held[k].index >= 0) --mine[held[k].index];
+    std::swap(held[k], held.back());
+    held.pop_back();
+    c.queue.push(it);
+    c.queued.fetch_add(1, std::memory_order_relaxed);
+  };
+  if (first) {
+    // Up front, from this worker: the objects with index % 4 == 1 assigned to its slot.
+    for (int i = 1; i < kHot; i += 4) {
+      if ((i / 4) % c.workers != slot) continue;
+      brc::Ref<brc::Object> ref = brc::Ref<brc::Object>::NewRef(c.objs[i]);
+      CheckStatus(brc::CountPerThread(ref.get()), "CountPerThread up front by a worker");
+      if (!brc::IsCountedPerThread(ref.get())) Fail("an up-front switch did not switch");
+      c.upfront_left.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  int steps = 500 + static_cast<int>(rng() % 6000);
+  uint64_t ops = 0;
+  for (int step = 0; step < steps; ++step, ++ops) {
+    uint64_t r = rng();
+    int what = static_cast<int>(r % 1000);
+    uint64_t hi = r >> 10;
+    int i = static_cast<int>(hi % kHot);
+    if (what < 300) {  // take a reference to a hot object
+      if (held.size() >= kHotMaxHeld) drop(hi % held.size());
+      hold(brc::Ref<brc::Object>::NewRef(c.objs[i]), i);
+    } else if (what < 500) {  // drop one
+      if (!held.empty()) drop(hi % held.size());
+    } else if (what < 620) {  // hand one to another worker
+      if (!held.empty()) {
+        if (c.queued.load(std::memory_order_relaxed) < kHotMaxQueued) {
+          push(hi % held.size());
+        } else {
+          drop(hi % held.size());
+        }
+      }
+    } else if (what < 720) {  // take one handed over
+      HotItem it;
+      if (c.queue.try_pop(it)) {
+        c.queued.fetch_sub(1, std::memory_order_relaxed);
+        if (held.size() >= kHotMaxHeld) drop(hi % held.size());
+        hold(brc::Ref<brc::Object>::Adopt(it.ob), it.index);
+      }
+    } else if (what < 735) {  // GetRefCount, of a hot object this thread holds if any
+      if (!held.empty() && held[hi % held.size()].index >= 0) i = held[hi % held.size()].index;
+      HotCheckCount(c, i, mine[i]);
+    } else if (what < 760) {  // WeakRef::Lock of a hot object: alive, so it must lock
+      brc::Ref<brc::Object> got = c.weaks[i].Lock();
+      if (got.get() != c.objs[i]) {
+        FailF("WeakRef::Lock of hot object %d returned %p, not the object, while its owner "
+              "holds it", i, static_cast<void*>(got.get()));
+      }
+      if ((hi >> 8) & 1) hold(std::move(got), i);  // sometimes keep what Lock gave
+    } else if (what < 768) {  // a temporary of this thread's, maybe switched and passed on
+      c.temps.fetch_add(1, std::memory_order_relaxed);
+      brc::Ref<brc::Object> t;
+      if ((hi >> 8) % 4 == 0) {
+        bool cyclic = (hi >> 10) & 1;
+        brc::Ref<TempNode> n = brc::Make<TempNode>(r, cyclic);
+        if (cyclic) n->self = n;  // garbage cycle once dropped
+        t = std::move(n);
+      } else {
+        brc::Ref<TempLeaf> leaf = brc::Make<TempLeaf>(r);
+        if (weak_temps.size() < 8) weak_temps.emplace_back(leaf);
+        t = std::move(leaf);
+      }
+      if ((hi >> 12) % 4 != 0) {
+        HotSwitch(c, t.get(), "a worker, on its temporary");
+        if (brc::IsCountedPerThread(t.get())) c.temps_switched.fetch_add(1);
+      }
+      for (int k = static_cast<int>((hi >> 14) % 3); k > 0; --k) {
+        if (held.size() >= kHotMaxHeld) drop(hi % held.size());
+        hold(t, -1);
+        if (c.queued.load(std::memory_order_relaxed) < kHotMaxQueued) push(held.size() - 1);
+      }
+    } else if (what < 778) {  // weak references to temporaries: null, or an intact object
+      for (auto& w : weak_temps) {
+        brc::Ref<TempLeaf> got = w.Lock();
+        if (got && got->check != ~got->value) Fail("WeakRef::Lock returned a corrupt TempLeaf");
+      }
+      if (!weak_temps.empty() && (hi & 1)) weak_temps.erase(weak_temps.begin());
+    } else if (what < 788) {  // GetRefCount of a per-thread temporary this thread holds
+      for (size_t k = 0; k < held.size(); ++k) {
+        if (held[k].index >= 0 || !brc::IsCountedPerThread(held[k].ref.get())) continue;
+        int64_t n = 0;
+        for (const Held& h : held) n += h.ref.get() == held[k].ref.get();
+        int64_t rc = brc::GetRefCount(held[k].ref.get());
+        if (rc != brc::kImmortalRefCount && rc < n) {
+          FailF("GetRefCount of a per-thread temporary is %lld; this thread holds %lld",
+                static_cast<long long>(rc), static_cast<long long>(n));
+        }
+        break;
+      }
+    } else if (what < 791) {
+      CheckStatus(brc::MergePerThreadCounts(), "MergePerThreadCounts from a worker");
+    } else if (what < 793) {
+      HotMaybeCollect(c, hi);
+    } else if (what < 803) {  // block for a moment, touching nothing
+      brc::BlockingScope blocking;
+      if (hi & 1) {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      } else {
+        std::this_thread::yield();
+      }
+    } else {  // the hot loop: pairs from non-owners on the object they all hammer now
+      brc::Object* ob = c.objs[(hi & 3) == 0 ? i : c.target.load(std::memory_order_relaxed)];
+      for (int k = 0; k < 64; ++k) {
+        brc::IncRef(ob);
+        brc::DecRef(ob);
+      }
+      ops += 127;
+    }
+    if ((step & 7) == 7) brc::Safepoint();
+  }
+  // On the way out, pass about half of what is held to the workers that stay or come next.
+  while (!held.empty()) {
+    if ((rng() & 1) && c.queued.load(std::memory_order_relaxed) < kHotMaxQueued) {
+      push(held.size() - 1);
+    } else {
+      drop(held.size() - 1);
+    }
+  }
+  weak_temps.clear();
+  c.ops.fetch_add(ops, std::memory_order_relaxed);
+}
+
+// One OS thread of a worker slot: one to three attachments, then it exits.
+void HotWorker(HotContext& c, uint64_t seed, int slot, uint64_t index, bool first) {
+  std::mt19937_64 rng(ThreadSeed(seed, 4, 1 + index));
+  int generations = 1 + static_cast<int>(rng() % 3);
+  // The first generation of a slot always runs: it makes the slot's up-front switches.
+  for (int g = 0; g < generations && (g == 0 || !c.stop.load(std::memory_order_acquire)); ++g) {
+    HotWorkerGeneration(c, rng, slot, first && g == 0);
+  }
+}
+
+// The owner: makes the objects, switches a quarter of them, keeps counting on them and reaching
+// safepoints until the workers are done, then checks every count and tears everything down.
+void HotOwner(HotContext& c, const Options& o, std::string* extra) {
+  brc::ThreadScope attach;
+  std::mt19937_64 rng(ThreadSeed(o.seed, 4, 0));
+  std::vector<brc::Ref<brc::Object>> mine;
+  {
+    std::vector<brc::Ref<HotNode>> nodes;
+    std::vector<brc::Ref<HotLeaf>> leaves;
+    for (int i = 0; i < kHotLeaves; ++i) leaves.push_back(brc::Make<HotLeaf>(i, rng()));
+    for (int j = 0; j < kHotNodes; ++j) {
+      nodes.push_back(brc::Make<HotNode>(kHotLeaves + j, rng()));
+      nodes.back()->leaf = leaves[j];
+    }
+    for (int j = 0; j < kHotNodes; ++j) nodes[j]->next = nodes[(j + 1) % kHotNodes];
+    for (auto& l : leaves) mine.push_back(std::move(l));
+    for (auto& n : nodes) mine.push_back(std::move(n));
+  }
+  for (int i = 0; i < kHot; ++i) {
+    c.objs[i] = mine[i].get();
+    int index = i;
+    c.weaks.emplace_back(mine[i], [index] {
+      g_hot.weak_callbacks[index].fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  // Up front, by the owner: index % 4 == 0, half of them one by one, the rest under one stop.
+  for (int i = 0; i < kHot; i += 8) {
+    CheckStatus(brc::CountPerThread(c.objs[i]), "CountPerThread up front by the owner");
+  }
+  {
+    brc::StopTheWorld stop;
+    for (int i = 4; i < kHot; i += 8) {
+      CheckStatus(brc::CountPerThread(c.objs[i]), "CountPerThread under StopTheWorld");
+    }
+  }
+  for (int i = 0; i < kHot; i += 4) {
+    if (!brc::IsCountedPerThread(c.objs[i])) Fail("an up-front switch by the owner did not switch");
+  }
+  c.ready.store(true, std::memory_order_release);
+
+  int own[kHot] = {};  // the owner's extra references, beyond mine[i]
+  std::vector<std::pair<brc::Ref<brc::Object>, int>> extra_refs;
+  brc::PerThreadConfig cfg = brc::GetPerThreadConfig();
+  bool low = false;
+  Clock::time_point phase = Clock::now();
+  uint64_t ops = 0;
+  for (uint64_t step = 0; !c.stop.load(std::memory_order_acquire); ++step, ++ops) {
+    uint64_t r = rng();
+    int what = static_cast<int>(r % 1000);
+    int i = static_cast<int>((r >> 10) % kHot);
+    if (what < 400) {
+      if (extra_refs.size() < 32) {
+        extra_refs.emplace_back(mine[i], i);
+        ++own[i];
+      }
+    } else if (what < 800) {
+      if (!extra_refs.empty()) {
+        size_t k = (r >> 20) % extra_refs.size();
+        --own[extra_refs[k].second];
+        std::swap(extra_refs[k], extra_refs.back());
+        extra_refs.pop_back();
+      }
+    } else if (what < 810) {
+      HotCheckCount(c, i, own[i]);
+    } else if (what < 812) {  // the third quarter, index % 4 == 3
+      int k = (i & ~3) | 3;
+      if (!brc::IsCountedPerThread(c.objs[k])) HotSwitch(c, c.objs[k], "the owner");
+    } else if (what < 823) {
+      CheckStatus(brc::MergePerThreadCounts(), "MergePerThreadCounts from the owner");
+    } else if (what < 824) {
+      HotMaybeCollect(c, r >> 20);
+    } else {
+      for (int k = 0; k < 8; ++k) {  // the owner's own pairs (its local half or its slot)
+        brc::IncRef(c.objs[i]);
+        brc::DecRef(c.objs[i]);
+      }
+    }
+    if ((step & 7) == 7) brc::Safepoint();
+    if ((step & 63) == 63) {
+      // The next object for the workers to hammer: one the detector has not switched yet,
+      // when there is one.
+      if ((r >> 40) % 8 == 0 || brc::IsCountedPerThread(c.objs[c.target.load()])) {
+        int first = static_cast<int>((r >> 44) % (kHot / 8));
+        for (int k = 0; k < kHot / 8; ++k) {
+          int t = 8 * ((first + k) % (kHot / 8)) + 2;
+          if (!brc::IsCountedPerThread(c.objs[t]) || k == kHot / 8 - 1) {
+            c.target.store(t, std::memory_order_relaxed);
+            break;
+          }
+        }
+      }
+      // max_objects low for a while (switches are refused), then high again: only once every
+      // worker has made its up-front switches, which must succeed.
+      if (c.upfront_left.load(std::memory_order_acquire) == 0 &&
+          Clock::now() - phase > std::chrono::milliseconds(low ? 50 : 200)) {
+        low = !low;
+        brc::PerThreadConfig next = cfg;
+        next.max_objects = low ? kHot / 2 : int64_t{1} << 20;
+        CheckStatus(brc::SetPerThreadConfig(next), "SetPerThreadConfig");
+        phase = Clock::now();
+      }
+      brc::BlockingScope blocking;  // leave the cores to the workers for a moment
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  CheckStatus(brc::SetPerThreadConfig(cfg), "SetPerThreadConfig");
+  extra_refs.clear();
+  // Every worker has exited. Drop what they left in the queue: then the owner's references are
+  // the only ones, and every count is exact (HotExpectedCount).
+  // Wait for the last workers inside a BlockingScope, as a thread joining them would: their
+  // exits then happen while this thread is blocked, and a merge pass they owe (their last drops
+  // took slots below zero) must still run at this thread's safepoints afterwards.
+  {
+    brc::BlockingScope blocking;
+    Clock::time_point t0 = Clock::now();
+    while (!c.workers_done.load(std::memory_order_acquire)) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (Clock::now() - t0 > g_wait_limit) Fail("waiting for the workers to exit timed out");
+    }
+  }
+  // Take what the workers left in the queue without dropping it (a drop here would make this
+  // thread's own slots due). The temporaries alive must soon be exactly the ones it holds: the
+  // others' true counts are zero, and a due pass frees them at this thread's safepoints.
+  std::vector<brc::Ref<brc::Object>> left;
+  HotItem it;
+  while (c.queue.try_pop(it)) left.push_back(brc::Ref<brc::Object>::Adopt(it.ob));
+  c.queued.store(0);
+  {
+    std::vector<brc::Object*> temps;
+    for (auto& ref : left) {
+      if (std::find(c.objs, c.objs + kHot, ref.get()) == c.objs + kHot) temps.push_back(ref.get());
+    }
+    std::sort(temps.begin(), temps.end());
+    int64_t held = std::unique(temps.begin(), temps.end()) - temps.begin();
+    // Dead TempNodes on self-cycles wait for a collection: only the others count. (Held ones
+    // on self-cycles are in `held` too, which can only hide a pinned object, never invent one.)
+    auto alive = [] { return g_temps_acyclic_alive.load(); };
+    Clock::time_point t0 = Clock::now();
+    uint64_t passes0 = brc::GetStats().merge_passes;
+    while (alive() > held) {
+      brc::Safepoint();
+      {
+        brc::BlockingScope blocking;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      if (Clock::now() - t0 > std::chrono::seconds(5)) {
+        FailF("after the workers exited, %lld temporaries are alive but only %lld are held "
+              "(temporaries on self-cycles not counted): a due merge pass did not run at the "
+              "owner's safepoints for 5 s (%llu passes meanwhile)",
+              static_cast<long long>(alive()), static_cast<long long>(held),
+              static_cast<unsigned long long>(brc::GetStats().merge_passes - passes0));
+      }
+    }
+  }
+  left.clear();
+  int switched = 0;
+  for (int i = 0; i < kHot; ++i) {
+    switched += brc::IsCountedPerThread(c.objs[i]);
+    int64_t rc = brc::GetRefCount(c.objs[i]);
+    if (rc != HotExpectedCount(i)) {
+      FailF("hot object %d (%s): GetRefCount %lld with only the owner's references (%d) left",
+            i, brc::IsCountedPerThread(c.objs[i]) ? "per thread" : "biased",
+            static_cast<long long>(rc), HotExpectedCount(i));
+    }
+    if (g_hot.destroyed[i].load() != 0) FailF("hot object %d destroyed during the run", i);
+  }
+  // Teardown. Drop the owner's references; the rule: a per-thread-counted object is freed by
+  // the first pass (or collection) after its true count reaches zero, a biased one at once.
+  g_hot.ending.store(true, std::memory_order_release);
+  mine.clear();
+  for (int i = kHotNodes; i < kHotLeaves; ++i) {  // leaves no node holds
+    if (!brc::IsCountedPerThread(c.objs[i]) && g_hot.destroyed[i].load() != 1) {
+      FailF("biased hot leaf %d not freed by its owner's last DecRef", i);
+    }
+  }
+  CheckStatus(brc::MergePerThreadCounts(), "MergePerThreadCounts at the end");
+  for (int i = kHotNodes; i < kHotLeaves; ++i) {
+    if (g_hot.destroyed[i].load() != 1) {
+      FailF("hot leaf %d, dropped by everyone, not freed by the next merge pass", i);
+    }
+  }
+  absl::StatusOr<brc::CollectResult> res = brc::Collect();
+  if (!res.ok()) FailF("final Collect() failed: %s", std::string(res.status().message()).c_str());
+  if (res->uncollectable != 0) Fail("the final collection found uncollectable objects");
+  for (int i = kHotLeaves; i < kHot; ++i) {
+    if (g_hot.destroyed[i].load() != 1) FailF("hot node %d not freed by the final Collect()", i);
+  }
+  CheckStatus(brc::MergePerThreadCounts(), "MergePerThreadCounts after the final Collect()");
+  for (int i = 0; i < kHot; ++i) {
+    if (g_hot.destroyed[i].load() != 1) {
+      FailF("hot object %d destroyed %d times at the end", i, g_hot.destroyed[i].load());
+    }
+    if (g_hot.weak_callbacks[i].load() != 1) {
+      FailF("hot object %d: its weak callback ran %d times", i, g_hot.weak_callbacks[i].load());
+    }
+    if (c.weaks[i].Lock()) FailF("WeakRef::Lock of freed hot object %d did not return null", i);
+  }
+  c.weaks.clear();
+  // Last, the case above made deterministic: a thread drops the last reference to a
+  // per-thread-counted object (its slot goes below zero: a pass is due) and exits while this
+  // thread joins it inside a BlockingScope. The pass must still run at this thread's safepoints.
+  {
+    int64_t destroyed0 = g_temp_leaf.destroyed.load();
+    brc::Ref<TempLeaf> x = brc::Make<TempLeaf>(rng());
+    CheckStatus(brc::CountPerThread(x.get()), "CountPerThread on the last temporary");
+    brc::Safepoint();  // runs (and so clears) whatever this thread itself still had pending
+    std::thread t([raw = x.Release()] {
+      brc::ThreadScope attach;
+      brc::Ref<TempLeaf>::Adopt(raw).Reset();
+    });
+    {
+      brc::BlockingScope blocking;
+      t.join();
+    }
+    Clock::time_point t0 = Clock::now();
+    while (g_temp_leaf.destroyed.load() == destroyed0) {
+      brc::Safepoint();
+      {
+        brc::BlockingScope blocking;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      if (Clock::now() - t0 > std::chrono::seconds(5)) {
+        Fail("a per-thread-counted object whose last reference was dropped by a thread that "
+             "then exited, while this one joined it in a BlockingScope, was not freed by 5 s of "
+             "this thread's safepoints: the due merge pass was lost");
+      }
+    }
+  }
+  c.ops.fetch_add(ops, std::memory_order_relaxed);
+  *extra = Format("%d/%d hot objects per thread at the end", switched, kHot);
+}
+
+Result Hot(const Options& o) {
+  for (int i = 0; i < kHot; ++i) {
+    g_hot.destroyed[i].store(0);
+    g_hot.weak_callbacks[i].store(0);
+  }
+  g_hot.ending.store(false);
+  HotContext c;
+  c.workers = o.threads;
+  for (int i = 1; i < kHot; i += 4) c.upfront_left.fetch_add(1);  // see HotWorkerGeneration
+  std::mt19937_64 rng(ThreadSeed(o.seed, 4, 1u << 20));
+  brc::PerThreadConfig saved = brc::GetPerThreadConfig();
+  brc::PerThreadConfig cfg = saved;
+  cfg.detect_contention = true;
+  cfg.contention_threshold = 2 + static_cast<int>(rng() % 7);
+  const int64_t intervals_us[] = {0, 100, 1000};
+  cfg.merge_interval = absl::Microseconds(intervals_us[rng() % 3]);
+  CheckStatus(brc::SetPerThreadConfig(cfg), "SetPerThreadConfig");
+  brc::Stats before = brc::GetStats();
+  std::string owner_extra;
+  // This thread is not attached: it starts, joins and restarts threads, touching no object.
+  std::thread owner([&] { HotOwner(c, o, &owner_extra); });
+  Clock::time_point wait_start = Clock::now();
+  while (!c.ready.load(std::memory_order_acquire)) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (Clock::now() - wait_start > g_wait_limit) Fail("the owner never published its objects");
+  }
+  struct Slot {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  std::unique_ptr<Slot[]> slots(new Slot[c.workers]);
+  auto start = [&](int s, bool first) {
+    slots[s].done.store(false, std::memory_order_relaxed);
+    uint64_t index = c.threads_started.fetch_add(1);
+    slots[s].thread = std::thread([&c, &slots, s, index, first, seed = o.seed] {
+      HotWorker(c, seed, s, index, first);
+      slots[s].done.store(true, std::memory_order_release);
+    });
+  };
+  Clock::time_point end = Deadline(o.seconds);
+  for (int s = 0; s < c.workers; ++s) start(s, true);
+  while (!TimeUp(end)) {
+    for (int s = 0; s < c.workers; ++s) {
+      if (!slots[s].done.load(std::memory_order_acquire)) continue;
+      slots[s].thread.join();
+      start(s, false);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  c.stop.store(true, std::memory_order_release);
+  for (int s = 0; s < c.workers; ++s) slots[s].thread.join();
+  c.workers_done.store(true, std::memory_order_release);
+  owner.join();
+  if (c.upfront_left.load() != 0) Fail("not every up-front switch by a worker ran");
+  CheckStatus(brc::SetPerThreadConfig(saved), "SetPerThreadConfig (restoring)");
+  brc::Stats after = brc::GetStats();
+  Result res;
+  res.ops = c.ops.load();
+  res.extra = Format(
+      "%s; threshold %d, interval %lld us; %llu switched (%llu by the detector, %llu refused), "
+      "%llu passes, %llu freed by passes, %llu temporaries (%llu per thread), %llu GetRefCount "
+      "checks, %llu collections, %llu threads",
+      owner_extra.c_str(), cfg.contention_threshold,
+      static_cast<long long>(absl::ToInt64Microseconds(cfg.merge_interval)),
+      static_cast<unsigned long long>(after.per_thread_switched - before.per_thread_switched),
+      static_cast<unsigned long long>(after.per_thread_detected - before.per_thread_detected),
+      static_cast<unsigned long long>(c.refused.load()),
+      static_cast<unsigned long long>(after.merge_passes - before.merge_passes),
+      static_cast<unsigned long long>(after.per_thread_freed - before.per_thread_freed),
+      static_cast<unsigned long long>(c.temps.load()),
+      static_cast<unsigned long long>(c.temps_switched.load()),
+      static_cast<unsigned long long>(c.refcount_checks.load()),
+      static_cast<unsigned long long>(c.collections.load()),
+      static_cast<unsigned long long>(c.threads_started.load()));
+  return res;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  if (!StartRun("brc_thread_stress", "threads|blocked|saturation", argc, argv, &o)) return 2;
+  if (!StartRun("brc_thread_stress", "threads|blocked|saturation|hot", argc, argv, &o)) return 2;
   g_seed = o.seed;
   g_wait_limit = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(60.0 + 2.0 * o.seconds));
@@ -1094,7 +1789,7 @@ int main(int argc, char** argv) {
     Result (*run)(const Options&);
   };
   const Scenario scenarios[] = {
-      {"threads", Threads}, {"blocked", Blocked}, {"saturation", Saturation}};
+      {"threads", Threads}, {"blocked", Blocked}, {"saturation", Saturation}, {"hot", Hot}};
   bool ran = false;
   for (const Scenario& s : scenarios) {
     if (o.scenario != "all" && o.scenario != s.name) continue;

@@ -29,8 +29,9 @@
 // When a merge pass runs: a thread whose slot for an object would go below zero (it drops
 // more references than it took since the last pass: only then can a true count reach zero)
 // marks a pass due; the pass then runs at that thread's next Safepoint() once
-// `merge_interval` has passed since the previous one (or at once when the thread detaches),
-// and every collection runs one as part of its first stop. MergePerThreadCounts() runs one now.
+// `merge_interval` has passed since the previous one (a thread that detaches or blocks first
+// hands it to the other threads, blocked ones included, which run it at their next
+// safepoint), and every collection runs one in its stops. MergePerThreadCounts() runs one now.
 // A pass costs one stop of the world plus one read of every slot that exists (threads × ids);
 // bench/ reports it.
 //
