@@ -59,6 +59,16 @@ constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturati
 constexpr uint32_t kMaxIds = uint32_t{1} << 30;
 constexpr std::size_t kCacheLineBytes = 64;
 
+// A status that cannot throw: building the message may need memory, and these statuses are
+// returned exactly when memory ran out (and with the world stopped, where nothing may throw).
+absl::Status Error(absl::StatusCode code, const char* message) noexcept {
+  try {
+    return absl::Status(code, message);
+  } catch (const std::bad_alloc&) {
+    return absl::Status(code, "");
+  }
+}
+
 // ---- configuration (brc/hot.h) ----
 // Written by SetPerThreadConfig, read anywhere: relaxed, each value stands alone.
 std::atomic<bool> g_detect{false};
@@ -231,13 +241,13 @@ bool GrowSlots(uint32_t id) noexcept {
 absl::Status SwitchStopped(Object* ob) {
   if (Rc::IsImmortal(ob) || Rc::IsPerThread(ob)) return absl::OkStatus();
   if (Rc::flags(ob).load(std::memory_order_relaxed) & kFlagDead) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::CountPerThread: the object is dead (its count reached zero) and waits to be freed");
   }
   Pool& pool = ThePool();
   MutexLock lock(&pool.mu);
   if (int64_t{pool.live} >= g_max_objects.load(std::memory_order_relaxed)) {
-    return absl::ResourceExhaustedError(
+    return Error(absl::StatusCode::kResourceExhausted,
         "brc::CountPerThread: PerThreadConfig::max_objects objects are counted per thread");
   }
   uint32_t id;
@@ -247,7 +257,8 @@ absl::Status SwitchStopped(Object* ob) {
   } else {
     id = static_cast<uint32_t>(pool.objects.size());
     if (id >= kMaxIds) {
-      return absl::ResourceExhaustedError("brc::CountPerThread: out of per-thread ids");
+      return Error(absl::StatusCode::kResourceExhausted,
+                   "brc::CountPerThread: out of per-thread ids");
     }
     // Everything that may throw first, so that a failure changes nothing.
     try {
@@ -262,7 +273,7 @@ absl::Status SwitchStopped(Object* ob) {
       grow(pool.sums);
       grow(pool.free_ids);
     } catch (const std::bad_alloc&) {
-      return absl::ResourceExhaustedError(
+      return Error(absl::StatusCode::kResourceExhausted,
           "brc::CountPerThread: out of memory for the per-thread id tables");
     }
     pool.objects.push_back(nullptr);  // fits
@@ -277,7 +288,7 @@ absl::Status SwitchStopped(Object* ob) {
         spare.list.reserve(std::max<std::size_t>(2 * spare.list.capacity(), pool.live + 1));
       } catch (const std::bad_alloc&) {
         pool.free_ids.push_back(id);  // fits: capacity >= objects.size()
-        return absl::ResourceExhaustedError(
+        return Error(absl::StatusCode::kResourceExhausted,
             "brc::CountPerThread: out of memory for the per-thread id tables");
       }
     }
@@ -305,16 +316,16 @@ absl::Status SwitchStopped(Object* ob) {
 absl::Status SwitchAll(Object* const* obs, int n, bool detected) {
   ThreadState* self = t_state;
   if (self == nullptr || self->blocking_depth > 0) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::CountPerThread: the calling thread is not attached (or is in a BlockingScope)");
   }
   if (StopInProgressOnThisThread()) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::CountPerThread from the stop-the-world watchdog handler");
   }
   bool stop_here = !ThisThreadStoppedTheWorld();
   if (!stop_here && g_pool_busy) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::CountPerThread re-entered from an Allocator while the per-thread tables grow");
   }
   if (stop_here) StopWorld(self);
@@ -334,13 +345,13 @@ absl::Status SwitchAll(Object* const* obs, int n, bool detected) {
 absl::Status RunPass() noexcept {
   ThreadState* self = t_state;
   if (self == nullptr || self->blocking_depth > 0 || StopInProgressOnThisThread()) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::MergePerThreadCounts: the calling thread is not attached (or is in a "
         "BlockingScope, or runs the stop-the-world watchdog handler)");
   }
   bool stop_here = !ThisThreadStoppedTheWorld();
   if (!stop_here && g_pool_busy) {
-    return absl::FailedPreconditionError(
+    return Error(absl::StatusCode::kFailedPrecondition,
         "brc::MergePerThreadCounts re-entered from an Allocator while the per-thread tables grow");
   }
   if (stop_here) StopWorld(self);
@@ -662,7 +673,7 @@ absl::Status CountPerThread(Object* ob) {
   detail::Rc::CheckNotFreed(ob);
   if (detail::Rc::IsImmortal(ob) || detail::Rc::IsPerThread(ob)) {
     if (detail::t_state == nullptr || detail::t_state->blocking_depth > 0) {
-      return absl::FailedPreconditionError(
+      return detail::Error(absl::StatusCode::kFailedPrecondition,
           "brc::CountPerThread: the calling thread is not attached (or is in a BlockingScope)");
     }
     return absl::OkStatus();
