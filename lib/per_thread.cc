@@ -137,7 +137,7 @@ struct Contention {
   const Object* ob;
   uint32_t lost;
 };
-constexpr int kContentionEntries = 16;
+constexpr int kContentionEntries = 128;
 constinit thread_local Contention t_contention[kContentionEntries] = {};
 // Objects the detector picked, each holding one reference, switched at the next safepoint.
 constexpr int kMaxNominees = 8;
