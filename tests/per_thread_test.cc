@@ -94,7 +94,7 @@ TEST_CASE("Immortal objects are left alone by CountPerThread", "[per_thread]") {
   CHECK(destroyed.load() == 1);
 }
 
-TEST_CASE("A merge pass adds every thread's slots; the object dies only when the sum is zero",
+TEST_CASE("A merge pass adds every thread's slots, and the object dies only when the sum is zero",
           "[per_thread]") {
   brc::ThreadScope attach;
   DefaultConfig config(NoPacing());
