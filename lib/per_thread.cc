@@ -49,12 +49,6 @@
 namespace brc::detail {
 namespace {
 
-constexpr int32_t CountOf(int32_t word) { return word >> kSharedShift; }
-constexpr int32_t StateOf(int32_t word) { return word & kStateMask; }
-constexpr int32_t Word(int32_t count, int32_t state) {
-  return static_cast<int32_t>(static_cast<uint32_t>(count) << kSharedShift) | state;
-}
-constexpr bool InSaturationBand(int32_t count) { return count >= kSharedSaturationMin; }
 // Ids fit in the local half below kLocalImmortal.
 constexpr uint32_t kMaxIds = uint32_t{1} << 30;
 constexpr std::size_t kCacheLineBytes = 64;

@@ -99,6 +99,13 @@ constexpr uint32_t LocalOf(uint64_t biased) noexcept {
 constexpr uint64_t Biased(uint32_t owner, uint32_t local) noexcept {
   return (uint64_t{local} << kLocalShift) | owner;
 }
+// The shared word's halves: its count (arithmetic shift: it may be negative) and its state.
+constexpr int32_t CountOf(int32_t word) noexcept { return word >> kSharedShift; }
+constexpr int32_t StateOf(int32_t word) noexcept { return word & kStateMask; }
+constexpr int32_t Word(int32_t count, int32_t state) noexcept {
+  return static_cast<int32_t>(static_cast<uint32_t>(count) << kSharedShift) | state;
+}
+constexpr bool InSaturationBand(int32_t count) noexcept { return count >= kSharedSaturationMin; }
 }  // namespace detail
 
 // Bits of Object::flags_ (the collector's own state is in gc_bits_ and gc_epoch_: see
