@@ -2,20 +2,24 @@
 // and exit. Layer: refcount (it merges counts) on top of lib/thread_state.
 //
 // Who runs what:
-//  * QueueToOwner: any attached thread whose decrement would take a shared count below zero.
+//  * QueueToOwner: any attached thread whose decrement would take a shared count below zero;
+//    it keeps the object in a hand-off buffer (lib/handoff.cc), which PushToOwner empties into
+//    the owner's queue in one locked step.
 //  * DrainQueue: only the owner, at Safepoint(), on entering a BlockingScope and at detach.
 //
 // Invariants kept here:
-//  * An entry in a queue holds exactly one reference (the decrement that was not applied).
+//  * An entry in a queue (or a hand-off buffer) holds exactly one reference (the decrement
+//    that was not applied).
 //  * A thread only queues to a kAttached owner. For a kExited or kBlocked owner it merges
 //    itself, holding the owner's mu, so an owner that attaches or unblocks (it takes mu to
 //    change status) sees the merged header: owner = 0 and local = 0.
 //  * Destructors never run under a queue lock: they may decrement, and so queue, again.
-//  * A thread leaves kAttached (to kBlocked or kExited) only with an empty queue, checked
-//    under mu in the same critical section as the status change.
+//  * A thread leaves kAttached (to kBlocked or kExited) only with an empty queue and empty
+//    hand-off buffers, checked under mu in the same critical section as the status change.
 #include "merge_queue.h"
 
 #include "gc_heap.h"
+#include "handoff.h"
 #include "per_thread.h"
 #include "stop_the_world.h"
 
@@ -30,13 +34,8 @@
 
 namespace brc::detail {
 
-void QueueToOwner(Object* ob) noexcept {
-  // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
-  // (its local count is >= 1 until the entry is merged), so its owner is stable here.
-  uint32_t owner = Rc::Owner(ob);
-  BRC_CHECK(owner != kNoOwner, "queued object has no owner");
-  ThreadState* ts = LookupThread(owner);
-  bool free_now = false;
+void PushToOwner(ThreadState* ts, Object** obs, uint32_t n) noexcept {
+  uint32_t to_free = 0;  // obs[0, to_free): merged to zero on the owner's behalf
   bool push_failed = false;
   // A larger buffer for the queue, allocated outside the lock: the allocator is user code (a
   // custom brc::Allocator may itself count, queue or stop the world) and must never run under
@@ -47,24 +46,27 @@ void QueueToOwner(Object* ob) noexcept {
     {
       MutexLock lock(&ts->mu);
       if (ts->status != ThreadStatus::kAttached) {
-        free_now = Rc::ExplicitMerge(ob, -1);
-        BRC_STAT_INC(merges_for_owner);
+        for (uint32_t i = 0; i < n; ++i) {
+          if (Rc::ExplicitMerge(obs[i], -1)) obs[to_free++] = obs[i];
+          BRC_STAT_INC(merges_for_owner);
+        }
         break;
       }
-      if (ts->queue.size() == ts->queue.capacity() && spare.capacity() > ts->queue.size()) {
+      std::size_t size = ts->queue.size();
+      if (ts->queue.capacity() - size < n && spare.capacity() >= size + n) {
         spare.assign(ts->queue.begin(), ts->queue.end());  // fits: no allocation
         spare.swap(ts->queue);
       }
-      if (ts->queue.size() < ts->queue.capacity()) {
-        ts->queue.push_back(ob);  // fits: no allocation
+      if (ts->queue.capacity() - size >= n) {
+        ts->queue.insert(ts->queue.end(), obs, obs + n);  // fits: no allocation
         // Relaxed: the owner reads the queue under mu; the bit only tells it to look.
         ts->pending.fetch_or(kPendingMerge, std::memory_order_relaxed);
-        BRC_STAT_INC(queued);
+        BRC_STAT_ADD(queued, n);
         return;
       }
-      seen = ts->queue.size();
+      seen = size;
     }
-    std::size_t want = 2 * seen + 64;
+    std::size_t want = 2 * seen + n + 64;
     try {
       spare.clear();
       spare.reserve(want);
@@ -79,16 +81,32 @@ void QueueToOwner(Object* ob) noexcept {
     // owner's behalf with the owner parked (CPython's brc.c does the same): a parked owner
     // does not touch its half. This reaches up to the stop-the-world layer: a deliberate, rare
     // exception to the layering.
-    if (ThisThreadStoppedTheWorld()) {
-      free_now = Rc::ExplicitMerge(ob, -1);
-    } else {
-      StopWorld(t_state);
-      free_now = Rc::ExplicitMerge(ob, -1);
-      RestartWorld();
+    bool stop_here = !ThisThreadStoppedTheWorld();
+    if (stop_here) StopWorld(t_state);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (Rc::ExplicitMerge(obs[i], -1)) obs[to_free++] = obs[i];
+      BRC_STAT_INC(merges_for_owner);
     }
-    BRC_STAT_INC(merges_for_owner);
+    if (stop_here) RestartWorld();
   }
-  if (free_now) Rc::Dealloc(ob);
+  for (uint32_t i = 0; i < to_free; ++i) Rc::Dealloc(obs[i]);
+}
+
+void QueueToOwner(Object* ob) noexcept {
+  // Relaxed: the owner cannot give up ownership while this entry's reference is outstanding
+  // (its local count is >= 1 until the entry is merged), so its owner is stable here.
+  uint32_t owner = Rc::Owner(ob);
+  BRC_CHECK(owner != kNoOwner, "queued object has no owner");
+  ThreadState* self = t_state;
+  // Batched (lib/handoff.cc) unless this thread cannot keep a buffer until its next safepoint:
+  // blocked or detaching threads have none, and a thread holding the world stopped pushes at
+  // once so that the stop sees the entry in the owner's queue.
+  if (self != nullptr && owner != self->tid && self->blocking_depth == 0 && !self->detaching &&
+      !ThisThreadStoppedTheWorld()) {
+    BufferHandoff(self, owner, ob);
+    return;
+  }
+  PushToOwner(LookupThread(owner), &ob, 1);
 }
 
 void DrainQueue(ThreadState* ts) noexcept {
@@ -99,6 +117,9 @@ void DrainQueue(ThreadState* ts) noexcept {
   // One batch per call: what is queued while it runs waits for the next safepoint (the pending
   // bit is set again by those pushes), so a thread that others keep queueing to still gets
   // out of Safepoint() in bounded time (found by the thread stress program).
+  // This thread's own drops for other owners go first (every collection drains before it
+  // stops the world, and so sees them queued).
+  if (ts->handoff_held != 0) FlushHandoffs(ts);
   InternalVector<Object*> batch = std::move(ts->batch);
   batch.clear();
   {
@@ -123,9 +144,14 @@ void SafepointSlow() noexcept {
   if (ts == nullptr || ts->blocking_depth > 0) return;
   // Relaxed: the bits only say "look"; what they announce is read under locks.
   uint32_t pending = ts->pending.load(std::memory_order_relaxed);
-  if (pending & kPendingMerge) DrainQueue(ts);
+  if (pending & (kPendingMerge | kPendingHandoff)) DrainQueue(ts);  // pushes the buffers first
   if (pending & kPendingPerThread) PerThreadSafepoint(ts);
-  if (ts->pending.load(std::memory_order_relaxed) & kPendingStop) ParkIfStopped(ts);
+  pending = ts->pending.load(std::memory_order_relaxed);
+  if (pending & kPendingStop) {
+    // A parked thread holds no buffered entry (the stop must find them in queues).
+    if (pending & kPendingHandoff) FlushHandoffs(ts);
+    ParkIfStopped(ts);
+  }
 }
 
 void ReenterAttached(ThreadState* ts) {
@@ -136,6 +162,7 @@ void ReenterAttached(ThreadState* ts) {
       // The world may be stopped: a blocked thread cannot rejoin it until it restarts.
       if (!WorldStoppedByOther(ts->tid)) {
         ts->status = ThreadStatus::kAttached;
+        ts->accepts_queue.store(true, std::memory_order_relaxed);  // relaxed: under mu
         return;
       }
     }
@@ -146,10 +173,12 @@ void ReenterAttached(ThreadState* ts) {
 // Drains until the queue is empty and, in the same critical section, moves to `next`.
 void DrainAndLeaveAttached(ThreadState* ts, ThreadStatus next) {
   for (;;) {
-    DrainQueue(ts);
+    DrainQueue(ts);  // pushes the hand-off buffers first
     MutexLock lock(&ts->mu);
-    if (ts->queue.empty()) {
+    // Destructors run by the drain may have queued to this thread or buffered drops again.
+    if (ts->queue.empty() && ts->handoff_held == 0) {
       ts->status = next;
+      ts->accepts_queue.store(false, std::memory_order_relaxed);  // relaxed: under mu
       // A stop waiting for this thread need not wait any longer: wake it now.
       LeavingAttachedUnderLock(ts);
       return;

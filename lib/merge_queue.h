@@ -13,8 +13,13 @@ namespace brc::detail {
 // on the owner's behalf (and frees it if that was the last reference).
 void QueueToOwner(Object* ob) noexcept;
 
+// Hands the `n` references in `obs` (objects in the queued state, owned by `ts`'s id) to that
+// owner in one locked step: appended to its queue, or merged on its behalf if it is blocked or
+// exited (then freed here if that was the last reference). Overwrites `obs`. Any thread.
+void PushToOwner(ThreadState* ts, Object** obs, uint32_t n) noexcept;
+
 // The owner side: takes everything queued to `ts` (the caller's own state) at this moment and
-// merges it, freeing what reaches zero. Destructors run without the queue lock held; objects
+// merges it, freeing what reaches zero. First pushes the caller's own hand-off buffers. Destructors run without the queue lock held; objects
 // they (or other threads) queue meanwhile wait for the next call.
 void DrainQueue(ThreadState* ts) noexcept;
 

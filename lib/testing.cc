@@ -66,6 +66,11 @@ std::size_t QueuedObjectsForTesting(uint32_t tid) {
   return ts->queue.size();
 }
 
+std::size_t HandoffBufferedForTesting() {
+  detail::ThreadState* ts = detail::t_state;
+  return ts == nullptr ? 0 : ts->handoff_held;
+}
+
 void ReleaseQueueMemoryForTesting() {
   detail::ThreadState* ts = detail::t_state;
   if (ts == nullptr) return;

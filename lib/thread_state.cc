@@ -158,6 +158,7 @@ ThreadState* RegisterCurrentThread() {
       // A thread cannot join a stopped world: it waits for the restart.
       if (!WorldStoppedByOther(ts->tid)) {
         ts->status = ThreadStatus::kAttached;
+        ts->accepts_queue.store(true, std::memory_order_relaxed);  // relaxed: under mu
         ts->os_tid.store(static_cast<int64_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
         break;
       }

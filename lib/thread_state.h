@@ -32,6 +32,21 @@ enum class ThreadStatus : uint8_t {
   kBlocked,   // the thread is inside a BlockingScope: queuers merge on its behalf
 };
 
+struct ThreadState;
+
+// Hand-off buffers (lib/handoff.cc): objects this thread dropped to zero whose owner is another
+// thread, collected per destination so that they reach the owner's queue in one locked push.
+// Each entry holds one reference, exactly like a queue entry (the object is in the queued
+// state). At most kHandoffBuffers x kHandoffEntries objects wait in one thread's buffers.
+inline constexpr int kHandoffBuffers = 4;
+inline constexpr uint32_t kHandoffEntries = 126;
+struct HandoffBuffer {
+  uint32_t dest_tid = 0;  // the owner id the entries go to; 0 while the buffer is unused
+  uint32_t count = 0;     // entries in use
+  ThreadState* dest = nullptr;  // LookupThread(dest_tid)
+  Object* entries[kHandoffEntries];
+};
+
 struct ThreadState {
   explicit ThreadState(uint32_t id) : tid(id) {
     heap.tid = id;
@@ -46,6 +61,11 @@ struct ThreadState {
   ThreadStatus status ABSL_GUARDED_BY(mu) = ThreadStatus::kExited;
   // Objects queued to this thread; each entry holds one reference (protocol.md §2).
   InternalVector<Object*> queue ABSL_GUARDED_BY(mu);
+  // True while status is kAttached: stored under mu with every change of status (relaxed: the
+  // lock orders it), read without the lock by threads deciding whether to buffer a drop for
+  // this id (lib/handoff.cc). A stale read only delays the merge to the dropper's next
+  // safepoint: the push itself reads status under mu.
+  std::atomic<bool> accepts_queue{false};
 
   // kPendingMerge while the queue is non-empty: set by queuers and cleared by the owner, both
   // under mu. kPendingStop: set by a stop requester and cleared by this thread, both under mu.
@@ -90,6 +110,13 @@ struct ThreadState {
   // The drained batch: swapped with `queue` under mu, so both keep their capacity and a
   // queuer rarely grows the queue while holding the lock.
   InternalVector<Object*> batch;
+  // Objects this thread dropped for other owners, not yet pushed (lib/handoff.cc). Invariant:
+  // all empty whenever this thread is parked for a stop, blocked or exited (every way of
+  // leaving kAttached flushes them), so a stopped world finds every such reference in some
+  // queue, except in the stopper's own buffers, which a collection flushes before it stops.
+  HandoffBuffer handoff[kHandoffBuffers];
+  uint32_t handoff_held = 0;    // entries in all buffers; kPendingHandoff is set while > 0
+  uint32_t handoff_victim = 0;  // the buffer given up next when all are in use
   int attach_depth = 0;
   int blocking_depth = 0;
   bool detaching = false;  // inside the outermost DetachCurrentThread's drain
@@ -126,6 +153,9 @@ inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thre
 // nominated objects. Set by the thread itself or by another thread handing a due pass over
 // (fetch_or); cleared by the thread itself.
 inline constexpr uint32_t kPendingPerThread = 1u << 2;
+// Entries wait in this thread's hand-off buffers (lib/handoff.cc). Set and cleared by the
+// thread itself (fetch_or / fetch_and: other threads set other bits of the word meanwhile).
+inline constexpr uint32_t kPendingHandoff = 1u << 4;
 
 // The stop-the-world state shared by the requester (lib/stop_the_world.cc) and every thread
 // changing status (lib/merge_queue.cc). Lock order: registry lock -> ThreadState::mu -> mu.

@@ -541,7 +541,8 @@ struct OwnedNode : brc::Object {
 // holder that finishes the last drop marks it all-dropped. If the owner stayed blocked from
 // before this drop until after that mark, every drop of the object happened after the owner
 // drained its queue on entering the scope (a drop that queued the object earlier reached it
-// then), so one of the drops must have freed the object, merging on the owner's behalf, and
+// then: each drop is followed by a safepoint that pushes the dropper's hand-off buffer, before
+// its bookkeeping, and a push that finds the owner blocked merges on its behalf), so one of the drops must have freed the object, merging on the owner's behalf, and
 // all of them completed before the mark: the object must be destroyed already.
 void DropTracked(brc::Object* ob, Track* t) {
   if (t->refs.fetch_sub(1, std::memory_order_acq_rel) <= 0) {
@@ -549,6 +550,10 @@ void DropTracked(brc::Object* ob, Track* t) {
   }
   uint64_t e1 = g_blk.epoch.load(std::memory_order_seq_cst);
   brc::Ref<brc::Object>::Adopt(ob).Reset();
+  // A drop for an attached owner waits in this thread's hand-off buffer until its next
+  // safepoint (lib/handoff.cc): reach one, so that an earlier drop of this object by this
+  // thread is with the owner (queued, or merged on its behalf) before the bookkeeping below.
+  brc::Safepoint();
   if (t->unfinished.fetch_sub(1, std::memory_order_acq_rel) - 1 > 0) return;
   g_blk.pinned.fetch_add(1, std::memory_order_acq_rel);
   uint32_t old = t->state.fetch_or(kAllDropped, std::memory_order_acq_rel);

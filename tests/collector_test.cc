@@ -256,6 +256,7 @@ TEST_CASE("A cycle reachable only from an object queued for merging is collected
   while (!handed.load()) std::this_thread::yield();
   // A non-owner dropping the last reference queues x to its owner, which still counts it.
   holder = nullptr;
+  brc::Safepoint();  // pushes this thread's hand-off buffer to the owner's queue
   CHECK(destroyed.load() == 0);
   CHECK(brc::testing::QueuedObjectsForTesting(owner_id.load()) == 1);
   go.store(true);
@@ -1090,7 +1091,8 @@ TEST_CASE("A queue that cannot grow merges on the owner's behalf with the world 
     while (!handed.load()) std::this_thread::yield();
     uint64_t merges = brc::GetStats().merges_for_owner;
     failing.fail.store(true);
-    brc::Ref<brc_test::Counted>::Adopt(raw);  // dropped by a non-owner: must queue, cannot
+    brc::Ref<brc_test::Counted>::Adopt(raw);  // dropped by a non-owner: buffered for the owner
+    brc::Safepoint();  // the buffer's push must queue, cannot
     failing.fail.store(false);
     // Merged (and freed) at once instead of queued: nothing lost, nothing pinned.
     CHECK(destroyed.load() == 1);

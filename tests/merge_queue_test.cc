@@ -54,7 +54,8 @@ TEST_CASE("thread exit merges objects still queued to it", "[queue][threads]") {
   {
     brc::ThreadScope attach;
     made.Wait();
-    handed.clear();  // non-owner decrements at shared 0: queued to the owner
+    handed.clear();  // non-owner decrements at shared 0: buffered for the owner
+    brc::Safepoint();  // pushes the buffer: queued to the owner
     dropped.Set();
   }
   owner.join();

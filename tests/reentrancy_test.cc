@@ -653,6 +653,7 @@ void DriveDetach(bool via_exit, const std::function<std::vector<brc::Ref<brc::Ob
   });
   Check(WaitFor(ready), "timed out waiting for the owner thread");
   for (auto& r : mailbox) r = nullptr;
+  brc::Safepoint();  // pushes this thread's hand-off buffer: queued to W
   dropped.store(true);
   brc_test::JoinBlocking(w);  // the hook may stop the world
 }

@@ -294,6 +294,7 @@ TEST_CASE("last references dropped concurrently by owner and non-owners free exa
           std::atomic_signal_fence(std::memory_order_seq_cst);
         }
         slots[t].Reset();
+        brc::Safepoint();  // a drop buffered for the owner reaches its queue
         sync.arrive_and_wait();  // all dropped
       }
     });

@@ -38,6 +38,10 @@ void FreeImmortalForTesting(Object* ob);
 // Objects currently waiting in the merge queue of thread `tid`.
 std::size_t QueuedObjectsForTesting(uint32_t tid);
 
+// Objects the calling thread dropped for other owners that wait in its hand-off buffers
+// (lib/handoff.cc) for its next safepoint; 0 on a thread that is not attached.
+std::size_t HandoffBufferedForTesting();
+
 // Returns the calling (attached) thread's merge-queue memory to the allocator, so that the next
 // object queued to it needs a fresh allocation (to test what happens when that fails).
 void ReleaseQueueMemoryForTesting();
