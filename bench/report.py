@@ -420,8 +420,9 @@ def value_floor(floor, label, run, key, bound, unit):
     floor.add(label, "%s %s" % (num(stat.median), unit), ok, marginal)
 
 
-def speedup_floor(floor, label, slow_run, fast_run, key, bound):
-    """slow/fast >= bound, from counter `key` (or the time when key is None)."""
+def speedup_floor(floor, label, slow_run, fast_run, key, bound, at_most=False):
+    """slow/fast >= bound (or <= bound when at_most), from counter `key` (or the time when key is
+    None)."""
     def get(run):
         if run is None or run.error:
             return None
@@ -434,7 +435,7 @@ def speedup_floor(floor, label, slow_run, fast_run, key, bound):
         return
     rr = ratio_range(s, f)
     marginal = rr is not None and rr[0] <= bound <= rr[1]
-    floor.add(label, ratio_text(r), r >= bound, marginal)
+    floor.add(label, ratio_text(r), r <= bound if at_most else r >= bound, marginal)
 
 
 def ring_sizes(bench, family):
@@ -661,15 +662,7 @@ def compute_floors(bench, cpython=None):
 
 def ips_floor(floor, label, a_run, b_run, bound, at_most):
     """items_per_second(a) / items_per_second(b) <= bound (at_most) or >= bound."""
-    a, b = throughput(a_run), throughput(b_run)
-    r = ratio(a, b) if a is not None and b is not None else None
-    if r is None:
-        errored = any(run is not None and run.error for run in (a_run, b_run))
-        floor.add(label, "error" if errored else "missing", None)
-        return
-    rr = ratio_range(a, b)
-    marginal = rr is not None and rr[0] <= bound <= rr[1]
-    floor.add(label, ratio_text(r), r <= bound if at_most else r >= bound, marginal)
+    speedup_floor(floor, label, a_run, b_run, "items_per_second", bound, at_most)
 
 
 def sharing_floors(bench):
