@@ -204,7 +204,8 @@ TEST_CASE("a destructor that reaches a safepoint during a drain merges nothing t
   std::thread dropper([&] {
     brc::ThreadScope attach_dropper;
     while (phase.load() != 1) std::this_thread::yield();
-    late.clear();  // non-owner drops at shared 0: queued to the draining owner
+    late.clear();  // non-owner drops at shared 0: buffered for the draining owner
+    brc::Safepoint();  // pushed: queued to it
     phase.store(2);
   });
   std::vector<brc::Ref<HookInDestructor>> first;

@@ -883,7 +883,8 @@ void Drive(const Row& row) {
         brc::ThreadScope attach;
         Prepare();
         TheHookAllocator().ArmFor(HookAllocator::kAnyOnThread);
-        victim = nullptr;
+        victim = nullptr;   // buffered for the owner (lib/handoff.cc)
+        brc::Safepoint();   // the push, while the owner is still attached
         dropped.store(true);
       });
       auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kWaitSeconds);
