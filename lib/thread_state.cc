@@ -158,6 +158,7 @@ ThreadState* RegisterCurrentThread() {
       // A thread cannot join a stopped world: it waits for the restart.
       if (!WorldStoppedByOther(ts->tid)) {
         ts->status = ThreadStatus::kAttached;
+        AdoptHeaps(ts);  // an exited thread's heaps are this thread's now
         ts->os_tid.store(static_cast<int64_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
         break;
       }

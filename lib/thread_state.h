@@ -126,6 +126,10 @@ inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thre
 // nominated objects. Set by the thread itself or by another thread handing a due pass over
 // (fetch_or); cleared by the thread itself.
 inline constexpr uint32_t kPendingPerThread = 1u << 2;
+// Heap work (lib/gc_heap.h, ReclaimAtSafepoint): dirty pages, large pages freed by others, a
+// cache to decay, exited threads' pages to clean. Set by any thread (fetch_or); cleared by the
+// thread itself.
+inline constexpr uint32_t kPendingReclaim = 1u << 3;
 
 // The stop-the-world state shared by the requester (lib/stop_the_world.cc) and every thread
 // changing status (lib/merge_queue.cc). Lock order: registry lock -> ThreadState::mu -> mu.
