@@ -458,14 +458,13 @@ int64_t CoarseNowMs() noexcept {
   return static_cast<int64_t>(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
 }
 
-// One decay check of `heap`'s cache at a safepoint of its owner; true while the cache is big
-// enough to decay further (the owner keeps kPendingReclaim set).
-bool DecayCache(GcHeap& heap) noexcept {
+// One decay check of `heap`'s cache at a safepoint of its owner, at coarse time `now`; true
+// while the cache is big enough to decay further (the owner keeps kPendingReclaim set).
+bool DecayCache(GcHeap& heap, int64_t now) noexcept {
   if (heap.cached_count <= kDecayKeepPages) {
     heap.cache_low = heap.cached_count;
     return false;
   }
-  int64_t now = CoarseNowMs();
   if (now - heap.last_decay_ms < CacheDecayInterval()) return true;
   heap.last_decay_ms = now;
   // The pages no allocation needed during the whole past interval go back.
@@ -574,10 +573,31 @@ void AdoptHeaps(ThreadState* ts) noexcept {
   }
 }
 
+// True when the only work kPendingReclaim announces is a cache decay that is not due yet:
+// then a safepoint returns after a few loads and a coarse clock read, with no atomic write.
+bool OnlyDecayNotDue(ThreadState* ts, int64_t now) noexcept {
+  if (t_orphan_count != 0) return false;
+  bool waiting = false;
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    // Relaxed peeks: a push seen late is found at the next safepoint (the bit stays set).
+    if (heap->dirty.load(std::memory_order_relaxed) != nullptr ||
+        heap->large_freed.load(std::memory_order_relaxed) != nullptr) {
+      return false;
+    }
+    if (heap->cached_count > kDecayKeepPages) {
+      if (now - heap->last_decay_ms >= CacheDecayInterval()) return false;
+      waiting = true;
+    }
+  }
+  return waiting;
+}
+
 void ReclaimAtSafepoint(ThreadState* ts) noexcept {
   // Holding the world stopped (a custom allocator called by the collector reached a
   // safepoint): the collector may be walking these heaps. The bit stays set.
   if (t_collector_stopped || ThisThreadStoppedTheWorld()) return;
+  int64_t now = CoarseNowMs();
+  if (OnlyDecayNotDue(ts, now)) return;
   // Acquire: pairs with the first markers' release fetch_or, so the pages they pushed before
   // it are seen by the takes below. Cleared first: work published later sets it again.
   ts->pending.fetch_and(~kPendingReclaim, std::memory_order_acquire);
@@ -588,7 +608,7 @@ void ReclaimAtSafepoint(ThreadState* ts) noexcept {
     // whose dirty bit is set is never retired by anyone but its list's taker).
     ReleaseLargeFreed(*heap);
     CleanDirtyPages(*heap, /*everything=*/false, nullptr);
-    again |= DecayCache(*heap);
+    again |= DecayCache(*heap, now);
   }
   again |= CleanOrphanNotes();
   // Relaxed: this thread's own bit.
