@@ -22,10 +22,12 @@
 // collection, having examined them all, empties the lists (ClearYoungList). Invariant: every
 // constructed tracked object with mark epoch 0 lies in a page on its heap's young list.
 //
-// Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
-// thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
-// (reclaims remote frees, returns empty pages). A heap outlives its thread, like the id, and
-// the next thread bound to the id adopts it.
+// Who runs what: the thread bound to the heap's id allocates and frees locally, and cleans its
+// dirty pages and decays its cache at its safepoints; any thread frees remotely; the
+// collector, with the world stopped, walks every heap and sweeps (reclaims remote frees,
+// returns empty pages); once the id has exited, an attached thread that freed into its pages
+// cleans them under the id's ThreadState::mu ("Exited owners"). A heap outlives its thread,
+// like the id, and the next thread bound to the id adopts it.
 //
 // The same page machinery is each thread's heap for leaf (untracked)
 // objects when the built-in default allocator is in use ("leaf heap": AllocateLeaf below); the
