@@ -524,8 +524,54 @@ _LIVE_NS = 15.0
 _GARBAGE_NS = 35.0
 
 
-def compute_floors(bench, cpython=None):
+# Issue 12 ("Hand-off memory"): bench/rss/handoff_rss.cc's figures, in KiB.
+_RSS_PEAK_VS_SHARED_PTR = 1.2
+_RSS_SETTLE_MIB = 4.0
+
+
+def rss_rows(rss):
+    """{(contender, case): row} from handoff_rss.json, or {}."""
+    if not isinstance(rss, dict):
+        return {}
+    out = {}
+    for r in rss.get("rows") or []:
+        if isinstance(r, dict) and "contender" in r and "case" in r:
+            out[(r["contender"], r["case"])] = r
+    return out
+
+
+def rss_floors(rss):
+    rows = rss_rows(rss)
+    f1 = Floor("Hand-off memory: brc's peak ≤ %s× shared_ptr's for the same live objects"
+               % num(_RSS_PEAK_VS_SHARED_PTR),
+               "(peak − before) brc ÷ shared_ptr ≤ %s, each case" % num(_RSS_PEAK_VS_SHARED_PTR))
+    f2 = Floor("Hand-off memory: 1 s after the last drop, no Collect(), brc's RSS within %s MiB "
+               "of before" % num(_RSS_SETTLE_MIB),
+               "after − before ≤ %s MiB, producer idle and producer exited" % num(_RSS_SETTLE_MIB))
+    for case in ("idle", "exited"):
+        b, sp = rows.get(("brc", case)), rows.get(("shared_ptr", case))
+        label = "producer " + case
+        if b is None or sp is None:
+            f1.add(label, "missing", None)
+        else:
+            gb = b["peak_kib"] - b["before_kib"]
+            gs = sp["peak_kib"] - sp["before_kib"]
+            r = gb / gs if gs > 0 else None
+            f1.add(label, "brc %s MiB / shared_ptr %s MiB = %s"
+                   % (num(gb / 1024.0), num(gs / 1024.0), ratio_text(r)),
+                   None if r is None else r <= _RSS_PEAK_VS_SHARED_PTR)
+        if b is None:
+            f2.add(label, "missing", None)
+        else:
+            d = (b["after_kib"] - b["before_kib"]) / 1024.0
+            f2.add(label, "%s MiB" % num(d), d <= _RSS_SETTLE_MIB)
+    return [f1, f2]
+
+
+def compute_floors(bench, cpython=None, rss=None):
     floors = []
+    if rss is not None:
+        floors.extend(rss_floors(rss))
     cpy = cpython_results(cpython)
     f = Floor("Owner pair ≤ 1.3× plain counter", "BM_Pair/brc_owner ÷ BM_Pair/plain ≤ 1.3")
     ratio_floor(f, "", bench.get("BM_Pair/brc_owner"), bench.get("BM_Pair/plain"), 1.3, True,
@@ -1178,6 +1224,37 @@ class Report:
         self.w("")
         return any_rows
 
+    def handoff_memory(self):
+        rss = getattr(self, "rss", None)
+        self.w("### Hand-off memory", "")
+        rows = rss_rows(rss)
+        if not rows:
+            self.w("Not in this run (bench/rss/handoff_rss.cc: %s)."
+                   % (getattr(self, "rss_why", None) or "no --rss file"), "")
+            return
+        self.w("`brc_handoff_rss`: a producer makes %s objects of %s payload bytes and hands "
+               "them all to a consumer, which drops them; resident memory (MiB) before, at the "
+               "peak, and %s s after the last drop, with no `Collect()` or "
+               "`ReleaseFreeMemory()`. Producer idle: it keeps reaching `brc::Safepoint()`; "
+               "exited: it was joined before the drops. Each row is a fresh process."
+               % ("{:,}".format(rss.get("objects", 0)), rss.get("payload_bytes"),
+                  rss.get("settle_seconds")), "")
+        table = []
+        for c in ("brc", "shared_ptr", "new_delete"):
+            for case in ("idle", "exited"):
+                r = rows.get((c, case))
+                if r is None:
+                    continue
+                mib = lambda k: r[k] / 1024.0
+                table.append([c, case, num(mib("before_kib")), num(mib("peak_kib")),
+                              num(mib("after_kib")),
+                              num(mib("peak_kib") - mib("before_kib")),
+                              num(mib("after_kib") - mib("before_kib"))])
+        self.w(*md_table(["contender", "producer", "before", "peak", "after 1 s",
+                          "peak − before", "after − before"], table,
+                         ["l", "l", "r", "r", "r", "r", "r"]))
+        self.w("")
+
     def series_stats(self, series):
         return {c: {t: throughput(run) for t, run in s.items()} for c, s in series.items()}
 
@@ -1533,7 +1610,7 @@ class Report:
     # -- floors, other rows, errors ------------------------------------------------------
     def floors_section(self):
         quick = self.args.quick
-        self.floors = compute_floors(self.bench, self.cpython)
+        self.floors = compute_floors(self.bench, self.cpython, getattr(self, "rss", None))
         self.w("## Floors", "")
         if quick:
             self.w("**Quick run: these verdicts are not meaningful** (smoke-run figures); run "
@@ -1590,6 +1667,7 @@ class Report:
         self.header()
         self.scenario1()
         self.scenario2_3()
+        self.handoff_memory()
         self.scenario4()
         self.scenario5()
         self.scenario6()
@@ -1649,6 +1727,7 @@ def main():
     parser.add_argument("--notes", help="Markdown explaining floors that do not hold")
     parser.add_argument("--out-dir", dest="out_dir", required=True)
     parser.add_argument("--quick", action="store_true", help="the run was a smoke run")
+    parser.add_argument("--rss", help="bench/rss/handoff_rss.cc JSON output (hand-off memory)")
     args = parser.parse_args()
 
     try:
@@ -1679,6 +1758,9 @@ def main():
         build, build_why = None, "build info file %s is not a JSON object" % args.build_info
 
     report = Report(args, bench, cpython, cpython_why, build, build_why)
+    report.rss, report.rss_why = load_optional(args.rss, "hand-off memory")
+    if report.rss is not None and not isinstance(report.rss, dict):
+        report.rss, report.rss_why = None, "file %s is not a JSON object" % args.rss
     text = report.build_all()
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "report.md"), "w") as f:

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "no_destroy.h"
+#include "page_source.h"
 #include "allocator_internal.h"
 #include "brc/thread.h"
 #include "brc/stats.h"
@@ -86,16 +87,25 @@ Allocator& ScalableAllocator() noexcept {
 }
 
 // The built-in default: objects of up to 8 KiB from the calling thread's leaf heap (64 KiB
-// pages, lib/gc_heap.h), larger or over-aligned ones, and the pages themselves, from
-// DefaultImpl. Its Allocate/Deallocate are that page source. While it is installed g_current
-// is nullptr, so AllocateObject and ReleaseObjectStorage take the leaf heap without a virtual
-// call.
+// pages, lib/gc_heap.h), larger or over-aligned ones from DefaultImpl. Its Allocate/Deallocate
+// are the heaps' page source: 64 KiB pages from lib/page_source.cc (mmap'd regions, given back
+// with madvise), or from DefaultImpl when that source is off (AddressSanitizer) or cannot map;
+// other sizes (large objects' own pages, brc's internal lists) from DefaultImpl. While it is
+// installed g_current is nullptr, so AllocateObject and ReleaseObjectStorage take the leaf
+// heap without a virtual call.
 class BrcHeapAllocatorImpl final : public Allocator {
  public:
+  static bool IsHeapPage(std::size_t size, std::size_t align) noexcept {
+    return size == detail::kGcPageSize && align == detail::kGcPageSize;
+  }
   void* Allocate(std::size_t size, std::size_t align) noexcept override {
+    if (IsHeapPage(size, align)) {
+      if (void* p = detail::MapHeapPage()) return p;
+    }
     return DefaultImpl::Alloc(size, align);
   }
   void Deallocate(void* p, std::size_t size, std::size_t align) noexcept override {
+    if (IsHeapPage(size, align) && detail::UnmapHeapPage(p)) return;
     DefaultImpl::Free(p, size, align);
   }
   std::string_view Name() const noexcept override { return "brc-heap"; }

@@ -1,6 +1,9 @@
 // The collector's heap: see gc_heap.h for the design. This file holds the allocation and free
-// paths and the sweep the collector runs with the world stopped.
+// paths, the sweep the collector runs with the world stopped, and the reclaim of pages freed
+// by other threads (dirty pages, cache decay, exited owners) that runs at safepoints.
 #include "gc_heap.h"
+
+#include <time.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +14,7 @@
 #include "brc/detail/thread_local.h"
 #include "brc/ref.h"
 #include "brc/stats.h"
+#include "stop_the_world.h"
 #include "thread_state.h"
 
 namespace brc::detail {
@@ -84,13 +88,30 @@ void RetirePage(GcHeap& heap, GcPage* p) noexcept {
   Unlink(heap, p);
   UnlistYoung(heap, p);
   --heap.pages;
-  if (heap.pages + heap.cached_count >= std::max<uint64_t>(kMinCachedPages, heap.high_water)) {
+  // Relaxed: `orphaned` is written by this heap's own thread (or under the mu the cleaners
+  // hold); an exiting thread keeps no cache.
+  if (heap.orphaned.load(std::memory_order_relaxed) ||
+      heap.pages + heap.cached_count >= std::max<uint64_t>(kMinCachedPages, heap.high_water)) {
     FreePageMemory(p);
     return;
   }
   p->next = heap.cached;
   heap.cached = p;
-  ++heap.cached_count;
+  if (++heap.cached_count == kDecayKeepPages + 1) {
+    // The cache may now decay: the owner looks at the clock at its safepoints. Relaxed: a
+    // hint, and mostly set by the owner itself.
+    std::atomic<uint32_t>& pending = LookupThread(heap.tid)->pending;
+    if (!(pending.load(std::memory_order_relaxed) & kPendingReclaim)) {
+      pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+    }
+  }
+}
+
+// A page the dirty-page rule lets its owner retire: nobody's first marker holds it. Relaxed:
+// with no block allocated (used == 0) no thread can set the bit, and this thread saw every
+// earlier write of the word through its own reclaim's acquire.
+bool IsDirty(const GcPage* p) noexcept {
+  return (p->remote_free.load(std::memory_order_relaxed) & kRemoteDirty) != 0;
 }
 
 GcPage* NewPage(GcHeap& heap, int list, std::size_t bytes, uint32_t block_size,
@@ -102,6 +123,7 @@ GcPage* NewPage(GcHeap& heap, int list, std::size_t bytes, uint32_t block_size,
     while (GcPage* c = heap.cached) {
       heap.cached = c->next;
       --heap.cached_count;
+      heap.cache_low = std::min(heap.cache_low, heap.cached_count);  // decay: it was used
       if (c->allocator == &a) {
         c->~GcPage();
         mem = c;
@@ -122,11 +144,9 @@ GcPage* NewPage(GcHeap& heap, int list, std::size_t bytes, uint32_t block_size,
   return p;
 }
 
-// Moves every remotely freed block of `p` to its local list. Owner or stopped collector.
-void ReclaimRemote(GcPage* p) noexcept {
-  // Acquire pairs with the release CAS of each push: the freeing threads' writes (the cleared
-  // zeroed header flags, the link) are visible before the blocks are reused.
-  GcFreeBlock* list = p->remote_free.exchange(nullptr, std::memory_order_acquire);
+// Moves a taken remote-free list of `p` to its local list.
+void TakeBlocks(GcPage* p, uintptr_t word) noexcept {
+  auto* list = reinterpret_cast<GcFreeBlock*>(word & ~kRemoteDirty);
   while (list != nullptr) {
     GcFreeBlock* next = list->next;
     list->next = p->local_free;
@@ -136,11 +156,23 @@ void ReclaimRemote(GcPage* p) noexcept {
   }
 }
 
+// Moves every remotely freed block of `p` to its local list, leaving the dirty bit as it is.
+// Owner or stopped collector.
+void ReclaimRemote(GcPage* p) noexcept {
+  // Acquire pairs with the release of each push's CAS: the freeing threads' writes (the
+  // zeroed header flags, the link) are visible before the blocks are reused.
+  TakeBlocks(p, p->remote_free.fetch_and(kRemoteDirty, std::memory_order_acquire));
+}
+
+bool HasRemoteFrees(const GcPage* p) noexcept {
+  // Relaxed peek: the fetch_and in ReclaimRemote is what synchronises.
+  return (p->remote_free.load(std::memory_order_relaxed) & ~kRemoteDirty) != 0;
+}
+
 // A free block of `p` (its object start), or nullptr when the page is full.
 char* Pop(GcPage* p) noexcept {
   if (char* b = TryPopLocal(p)) return b;
-  // Relaxed peek: the exchange in ReclaimRemote is what synchronises.
-  if (p->remote_free.load(std::memory_order_relaxed) != nullptr) {
+  if (HasRemoteFrees(p)) {
     ReclaimRemote(p);
     return Pop(p);
   }
@@ -162,14 +194,66 @@ char* PopSlow(GcHeap& heap, int list, uint32_t block_size, uint32_t obj_offset) 
   return Pop(p);
 }
 
-// Releases the large pages other threads freed. Owner or stopped collector.
-void ReleaseLargeFreed(GcHeap& heap) noexcept {
+// Unlinks a page whose memory the caller frees later (after dropping a lock), chaining it on
+// *out through `next`.
+void UnlinkInto(GcHeap& heap, GcPage* p, GcPage** out) noexcept {
+  Unlink(heap, p);
+  UnlistYoung(heap, p);
+  --heap.pages;
+  p->next = *out;
+  *out = p;
+}
+
+// Releases the large pages other threads freed (into *out when `out` is given). Owner, stopped
+// collector, or a cleaner of an exited owner.
+void ReleaseLargeFreed(GcHeap& heap, GcPage** out = nullptr) noexcept {
   if (heap.large_freed.load(std::memory_order_relaxed) == nullptr) return;
-  // Acquire pairs with the pushes' release: their frees happen-before the release here.
-  GcPage* p = heap.large_freed.exchange(nullptr, std::memory_order_acquire);
+  // seq_cst (acquire at least: pairs with the pushes' release, so their frees happen-before
+  // the release here): the pushes' store-load pair with `orphaned` (MarkDirty).
+  GcPage* p = heap.large_freed.exchange(nullptr, std::memory_order_seq_cst);
   while (p != nullptr) {
     GcPage* next = p->freed_next;
-    ReleasePage(heap, p);
+    if (out != nullptr) {
+      UnlinkInto(heap, p, out);
+    } else {
+      ReleasePage(heap, p);
+    }
+    p = next;
+  }
+}
+
+// Takes `heap`'s dirty list: clears each page's dirty bit, takes its remote frees, and retires
+// it when empty (every empty page when `everything`, else all but each class's head, which
+// allocation uses next). Into *out when `out` is given, else RetirePage. Owner, stopped
+// collector, or a cleaner of an exited owner.
+void CleanDirtyPages(GcHeap& heap, bool everything, GcPage** out) noexcept {
+  if (heap.dirty.load(std::memory_order_relaxed) == nullptr) return;  // relaxed peek
+  // seq_cst: pairs with the first markers' pushes (acquire: the pages' links are visible) and
+  // is their store-load pair with `orphaned` (MarkDirty).
+  GcPage* p = heap.dirty.exchange(nullptr, std::memory_order_seq_cst);
+  while (p != nullptr) {
+    // Read before the bit is cleared: from then on another first marker may push p again.
+    GcPage* next = p->dirty_next;
+    // acq_rel: acquire pairs with the pushes' release (their blocks' writes); release orders
+    // the read of dirty_next above before the next first marker's write of it (its CAS is
+    // acq_rel and reads this value or a later one).
+    TakeBlocks(p, p->remote_free.exchange(0, std::memory_order_acq_rel));
+    if (p->used == 0 && (everything || p != heap.lists[p->list])) {
+      if (out != nullptr) {
+        UnlinkInto(heap, p, out);
+      } else {
+        RetirePage(heap, p);  // may run an allocator's Deallocate; p is off every list here
+      }
+    }
+    p = next;
+  }
+}
+
+// Gives back pages chained by UnlinkInto.
+void FreeChain(GcPage* p) noexcept {
+  while (p != nullptr) {
+    GcPage* next = p->next;
+    FreePageMemory(p);
     p = next;
   }
 }
@@ -280,6 +364,117 @@ void* AllocateLeaf(std::size_t size) {
 
 namespace {
 
+// ---- exited owners: notes of the states to clean (gc_heap.h, "Exited owners") ----
+
+constexpr int kMaxOrphanNotes = 16;
+// This thread only. A note whose owner is still detaching is kept for the next safepoint.
+constinit thread_local ThreadState* t_orphan_notes[kMaxOrphanNotes] = {};
+constinit thread_local int t_orphan_count = 0;
+
+void NoteOrphan(ThreadState* owner) noexcept {
+  ThreadState* self = t_state;
+  // Not attached: no safepoint to clean it at (the next collection's sweep does it).
+  if (self == nullptr) return;
+  for (int i = 0; i < t_orphan_count; ++i) {
+    if (t_orphan_notes[i] == owner) return;
+  }
+  // Full (16 exited threads since this thread's last safepoint): the rest waits for a
+  // collection, or for another freer.
+  if (t_orphan_count == kMaxOrphanNotes) return;
+  t_orphan_notes[t_orphan_count++] = owner;
+  // Relaxed: this thread's own bit, read by itself.
+  self->pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+}
+
+// `heap` has work for its owner (a dirty page, a freed large page), published just before.
+void NotifyOwner(GcHeap& heap) noexcept {
+  ThreadState* owner = LookupThread(heap.tid);
+  // Release: if the owner's clearing fetch_and (acquire, ReclaimAtSafepoint) reads this value,
+  // it then sees the push; if it came first, the bit stays set for its next safepoint.
+  owner->pending.fetch_or(kPendingReclaim, std::memory_order_release);
+  // seq_cst, like the push before it and the detaching thread's store of `orphaned` and its
+  // take of the list after it: either this load sees the heap orphaned, or that take sees the
+  // push. Either way somebody cleans the page.
+  if (heap.orphaned.load(std::memory_order_seq_cst)) NoteOrphan(owner);
+}
+
+// The first marker of small page `p` (it set the dirty bit): pushes the page on its heap's
+// dirty list and tells the owner. The set bit keeps the page alive meanwhile.
+void MarkDirty(GcPage* p) noexcept {
+  GcHeap& heap = *p->heap;
+  GcPage* head = heap.dirty.load(std::memory_order_relaxed);
+  do {
+    p->dirty_next = head;
+  } while (!heap.dirty.compare_exchange_weak(head, p, std::memory_order_seq_cst,
+                                             std::memory_order_relaxed));
+  NotifyOwner(heap);
+}
+
+// Cleans the heaps of the exited state `ts` (a note): its dirty pages and freed large pages,
+// every empty one released. False when the thread is still detaching (the note is kept).
+bool CleanOrphan(ThreadState* ts) noexcept {
+  GcPage* release = nullptr;
+  {
+    MutexLock lock(&ts->mu);
+    // Relaxed: `orphaned` is set before the kExited store made under mu, and cleared under mu.
+    if (!ts->heap.orphaned.load(std::memory_order_relaxed)) return true;  // adopted
+    if (ts->status != ThreadStatus::kExited) return false;  // still detaching
+    // Nobody else touches these heaps now: a new owner must take mu to attach, and no
+    // collection can sweep them while this attached thread runs (it is not at a safepoint).
+    for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+      ReleaseLargeFreed(*heap, &release);
+      CleanDirtyPages(*heap, /*everything=*/true, &release);
+    }
+  }
+  FreeChain(release);  // outside the lock: an installed allocator is user code
+  return true;
+}
+
+// Cleans the states this thread noted; true when some must be tried again later.
+bool CleanOrphanNotes() noexcept {
+  if (t_orphan_count == 0) return false;
+  // A copy: CleanOrphan may run an allocator that frees objects and notes again.
+  ThreadState* notes[kMaxOrphanNotes];
+  int n = std::exchange(t_orphan_count, 0);
+  std::copy(t_orphan_notes, t_orphan_notes + n, notes);
+  bool again = false;
+  for (int i = 0; i < n; ++i) {
+    if (!CleanOrphan(notes[i])) {
+      NoteOrphan(notes[i]);
+      again = true;
+    }
+  }
+  return again;
+}
+
+// ---- cache decay (gc_heap.h, "Cache decay") ----
+
+// Written by tests only (relaxed: a setting, read at each decay check).
+std::atomic<int64_t> g_decay_interval_ms{50};
+
+int64_t CoarseNowMs() noexcept {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &t);  // vDSO: no system call
+  return static_cast<int64_t>(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+}
+
+// One decay check of `heap`'s cache at a safepoint of its owner, at coarse time `now`; true
+// while the cache is big enough to decay further (the owner keeps kPendingReclaim set).
+bool DecayCache(GcHeap& heap, int64_t now) noexcept {
+  if (heap.cached_count <= kDecayKeepPages) {
+    heap.cache_low = heap.cached_count;
+    return false;
+  }
+  if (now - heap.last_decay_ms < CacheDecayInterval()) return true;
+  heap.last_decay_ms = now;
+  // The pages no allocation needed during the whole past interval go back.
+  uint64_t idle = std::min(heap.cache_low, heap.cached_count);
+  TrimCachedPages(heap, std::max(kDecayKeepPages, heap.cached_count - idle));
+  heap.high_water = std::min(heap.high_water, heap.pages + heap.cached_count);
+  heap.cache_low = heap.cached_count;
+  return heap.cached_count > kDecayKeepPages;
+}
+
 // Returns a block (its object start) to page `p`: locally when `p` belongs to `own` (the
 // calling thread's heap of the same kind, or nullptr), else with one CAS.
 void FreeBlock(GcPage* p, void* object_start, GcHeap* own) noexcept {
@@ -287,8 +482,12 @@ void FreeBlock(GcPage* p, void* object_start, GcHeap* own) noexcept {
   if (p->heap == own) {
     b->next = p->local_free;
     p->local_free = b;
-    // An empty page leaves its list unless allocation is using it.
-    if (--p->used == 0 && (p->list == kGcLarge || p != own->lists[p->list])) {
+    // An empty page leaves its list unless allocation is using it (a detaching thread's heap:
+    // even then) or a first marker holds it (then its dirty list's taker retires it).
+    if (--p->used == 0 &&
+        (p->list == kGcLarge || p != own->lists[p->list] ||
+         own->orphaned.load(std::memory_order_relaxed)) &&  // relaxed: this thread wrote it
+        !IsDirty(p)) {
       RetirePage(*own, p);
     }
     return;
@@ -300,15 +499,23 @@ void FreeBlock(GcPage* p, void* object_start, GcHeap* own) noexcept {
     GcPage* head = owner.large_freed.load(std::memory_order_relaxed);
     do {
       p->freed_next = head;
-    } while (!owner.large_freed.compare_exchange_weak(head, p, std::memory_order_release,
+      // seq_cst (release at least): also the store-load pair with `orphaned` (NotifyOwner).
+    } while (!owner.large_freed.compare_exchange_weak(head, p, std::memory_order_seq_cst,
                                                       std::memory_order_relaxed));
+    // The first large page since the owner last looked: tell it. p may be gone already (the
+    // owner may have released it); the heap is never freed.
+    if (head == nullptr) NotifyOwner(owner);
     return;
   }
-  GcFreeBlock* head = p->remote_free.load(std::memory_order_relaxed);
+  // acq_rel: release publishes the block; acquire pairs with the dirty list taker's exchange
+  // that cleared the bit, so its read of dirty_next happens before MarkDirty writes it.
+  uintptr_t old = p->remote_free.load(std::memory_order_relaxed);
   do {
-    b->next = head;
-  } while (!p->remote_free.compare_exchange_weak(head, b, std::memory_order_release,
+    b->next = reinterpret_cast<GcFreeBlock*>(old & ~kRemoteDirty);
+  } while (!p->remote_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(b) | kRemoteDirty,
+                                                 std::memory_order_acq_rel,
                                                  std::memory_order_relaxed));
+  if (!(old & kRemoteDirty)) MarkDirty(p);  // the first since the page was last cleaned
 }
 
 }  // namespace
@@ -335,6 +542,7 @@ void TrimCachedPages(GcHeap& heap, uint64_t keep) noexcept {
     --heap.cached_count;
     FreePageMemory(p);
   }
+  heap.cache_low = std::min(heap.cache_low, heap.cached_count);
 }
 
 void FreeTrackedStorage(void* object_start) noexcept {
@@ -346,15 +554,87 @@ void SweepOwnHeaps(ThreadState* ts) noexcept {
   for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) SweepHeap(*heap, /*owner_exited=*/true);
 }
 
+void ReleaseHeapsAtDetach(ThreadState* ts) noexcept {
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    // seq_cst: the store-load pair with first markers (NotifyOwner); the sweep below takes
+    // the dirty lists after it.
+    heap->orphaned.store(true, std::memory_order_seq_cst);
+  }
+  // Notes of other exited states: a thread that attaches again later keeps what is left.
+  CleanOrphanNotes();
+  SweepOwnHeaps(ts);
+}
+
+void AdoptHeaps(ThreadState* ts) noexcept {
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    // Under ts->mu (cleaners read it there). seq_cst: as in ReleaseHeapsAtDetach; a first
+    // marker that still sees it set only notes a state that its cleaner then finds adopted.
+    heap->orphaned.store(false, std::memory_order_seq_cst);
+  }
+}
+
+// True when the only work kPendingReclaim announces is a cache decay that is not due yet:
+// then a safepoint returns after a few loads and a coarse clock read, with no atomic write.
+bool OnlyDecayNotDue(ThreadState* ts, int64_t now) noexcept {
+  if (t_orphan_count != 0) return false;
+  bool waiting = false;
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    // Relaxed peeks: a push seen late is found at the next safepoint (the bit stays set).
+    if (heap->dirty.load(std::memory_order_relaxed) != nullptr ||
+        heap->large_freed.load(std::memory_order_relaxed) != nullptr) {
+      return false;
+    }
+    if (heap->cached_count > kDecayKeepPages) {
+      if (now - heap->last_decay_ms >= CacheDecayInterval()) return false;
+      waiting = true;
+    }
+  }
+  return waiting;
+}
+
+void ReclaimAtSafepoint(ThreadState* ts) noexcept {
+  // Holding the world stopped (a custom allocator called by the collector reached a
+  // safepoint): the collector may be walking these heaps. The bit stays set.
+  if (t_collector_stopped || ThisThreadStoppedTheWorld()) return;
+  int64_t now = CoarseNowMs();
+  if (OnlyDecayNotDue(ts, now)) return;
+  // Acquire: pairs with the first markers' release fetch_or, so the pages they pushed before
+  // it are seen by the takes below. Cleared first: work published later sets it again.
+  ts->pending.fetch_and(~kPendingReclaim, std::memory_order_acquire);
+  bool again = false;
+  for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
+    // Destructors do not run here, but an installed allocator's Deallocate may: it may reach
+    // a safepoint and come back here, which is safe (each call takes its own lists; a page
+    // whose dirty bit is set is never retired by anyone but its list's taker).
+    ReleaseLargeFreed(*heap);
+    CleanDirtyPages(*heap, /*everything=*/false, nullptr);
+    again |= DecayCache(*heap, now);
+  }
+  again |= CleanOrphanNotes();
+  // Relaxed: this thread's own bit.
+  if (again) ts->pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+}
+
+int64_t CacheDecayInterval() noexcept {
+  return g_decay_interval_ms.load(std::memory_order_relaxed);  // relaxed: a setting
+}
+
+void SetCacheDecayInterval(int64_t ms) noexcept {
+  g_decay_interval_ms.store(ms, std::memory_order_relaxed);  // relaxed: a setting
+}
+
 uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept {
   ReleaseLargeFreed(heap);
+  CleanDirtyPages(heap, owner_exited, nullptr);
   for (int l = 0; l < kGcLists; ++l) {
     for (GcPage* p = heap.lists[l]; p != nullptr;) {
       GcPage* next = p->next;
-      if (p->remote_free.load(std::memory_order_relaxed) != nullptr) ReclaimRemote(p);
+      if (HasRemoteFrees(p)) ReclaimRemote(p);
       // An empty page at the head of its class is kept for the next allocation, unless
       // everything goes (the owner exited or asked for it): then nobody allocates meanwhile.
-      if (p->used == 0 && (owner_exited || l == kGcLarge || p != heap.lists[l])) {
+      // A dirty page waits for its list's taker (a first marker may be about to push it).
+      if (p->used == 0 && (owner_exited || l == kGcLarge || p != heap.lists[l]) &&
+          !IsDirty(p)) {
         RetirePage(heap, p);
       }
       p = next;

@@ -8,7 +8,7 @@
 //    page's remote-free list, or move to another page of the class, or map a new page;
 //  * free by the owner: push on the local free list;
 //  * free by another thread: one CAS pushing the block on that page's remote-free list (a
-//    per-page atomic; the page's owner reclaims the list when it runs out of blocks).
+//    per-page atomic); the same CAS marks the page dirty (see "Freed by other threads").
 // A block's header has kGcTracked from the end of Make to the start of Dealloc, and the freeing
 // thread zeroes its flags, so a walk with the world stopped sees exactly the live, constructed
 // objects. Objects above 8 KiB (or aligned above 16) get a page of their own.
@@ -22,10 +22,12 @@
 // collection, having examined them all, empties the lists (ClearYoungList). Invariant: every
 // constructed tracked object with mark epoch 0 lies in a page on its heap's young list.
 //
-// Who runs what: the thread bound to the heap's id allocates and frees locally; any attached
-// thread frees remotely; the collector, with the world stopped, walks every heap and sweeps
-// (reclaims remote frees, returns empty pages). A heap outlives its thread, like the id, and
-// the next thread bound to the id adopts it.
+// Who runs what: the thread bound to the heap's id allocates and frees locally, and cleans its
+// dirty pages and decays its cache at its safepoints; any thread frees remotely; the
+// collector, with the world stopped, walks every heap and sweeps (reclaims remote frees,
+// returns empty pages); once the id has exited, an attached thread that freed into its pages
+// cleans them under the id's ThreadState::mu ("Exited owners"). A heap outlives its thread,
+// like the id, and the next thread bound to the id adopts it.
 //
 // The same page machinery is each thread's heap for leaf (untracked)
 // objects when the built-in default allocator is in use ("leaf heap": AllocateLeaf below); the
@@ -39,7 +41,38 @@
 // the last trim, at least kMinCachedPages = 4 MiB): a thread keeps at most its own peak. Each
 // sweep (every collection) returns half of the cache to the allocator and lowers the mark to
 // what is left; a sweep of an exited thread's heap, a detaching thread and
-// brc::ReleaseFreeMemory() return all of it.
+// brc::ReleaseFreeMemory() return all of it. Between collections the cache decays (below).
+//
+// Freed by other threads (the hand-off: one thread makes objects, another frees them). A
+// block freed by a thread that does not own its page waits on the page's remote-free list
+// until the owner takes it; without more, an owner that stops allocating would never take it
+// and the page would stay. So the remote-free word has a dirty bit (kRemoteDirty, its low bit:
+// blocks are 16-aligned). The freeing CAS sets it; the freer that finds it clear (the first
+// since the page was last cleaned) pushes the page on its heap's lock-free `dirty` list and
+// sets kPendingReclaim in the owner's pending word. At its next brc::Safepoint() the owner
+// takes the list (ReclaimAtSafepoint): it clears each page's bit, takes its remote frees and
+// retires the page if it is empty. A freer that finds the bit set does nothing more: the
+// remote free costs what it did, one CAS, plus one test of the word it read. Rule: only the
+// taker of a dirty list clears the bit, and nobody retires or reuses a page whose bit is set
+// (it is on a dirty list, or its first marker is about to push it), so a page is never freed
+// under a freer that still touches it.
+//
+// Cache decay: an idle thread's cache is given back over time. While a heap caches more than
+// kDecayKeepPages, kPendingReclaim stays set, and at each safepoint the owner looks at a coarse
+// clock: every CacheDecayInterval (50 ms) it returns the cached pages that sat unused for the
+// whole past interval (the lowest cache size seen since the last tick) and lowers the
+// high-water mark. A thread that keeps reusing its cache loses nothing; an idle thread keeps
+// at most kDecayKeepPages per heap after two intervals.
+//
+// Exited owners: a detaching thread marks its heaps `orphaned` before its last sweep. A first
+// marker that then finds its page's heap orphaned notes that thread state in a small
+// thread-local list and sets its own kPendingReclaim; at its own next safepoint (or detach)
+// it locks the exited state's mu, and if the id is still exited (a thread that adopts the id
+// takes mu to attach, and clears `orphaned` there) cleans that state's dirty pages and
+// releases every empty one, without a collection. The world cannot be stopped meanwhile (the
+// cleaner is an attached thread outside a safepoint), so it never overlaps a collection's
+// sweep of the same heap. A freer that is not attached cannot note; those pages wait for the
+// next collection (or for another freer).
 #ifndef BRC_LIB_GC_HEAP_H_
 #define BRC_LIB_GC_HEAP_H_
 
@@ -89,9 +122,12 @@ struct alignas(64) GcPage {
   uint32_t bump = 0;     // blocks [0, bump) have been handed out at least once
   uint32_t used = 0;     // allocated blocks, counting remote frees not yet reclaimed
   GcFreeBlock* local_free = nullptr;
-  // Any thread pushes (CAS, release); the owner or the stopped collector takes the whole list
-  // (exchange, acquire: pairs with the pushes, so the freed blocks' writes are visible).
-  std::atomic<GcFreeBlock*> remote_free{nullptr};
+  // The remote-free list, with kRemoteDirty in its low bit (see "Freed by other threads"). Any
+  // thread pushes a block and sets the bit (CAS, acq_rel, see FreeBlock); the owner or the
+  // stopped collector takes the blocks and keeps the bit (fetch_and, acquire: pairs with the
+  // pushes, so the freed blocks' writes are visible); the taker of the heap's dirty list takes
+  // both (exchange, acq_rel).
+  std::atomic<uintptr_t> remote_free{0};
   // The heap's young list (see "Young pages"): owner thread only, and the collector while the
   // world is stopped.
   GcPage* young_prev = nullptr;
@@ -101,6 +137,9 @@ struct alignas(64) GcPage {
   // Large pages only: the link in GcHeap::large_freed, written by the freeing thread before its
   // push.
   GcPage* freed_next = nullptr;
+  // Small pages: the link in GcHeap::dirty, written by the page's first marker before its push
+  // (while it alone has set the dirty bit) and read by the list's taker before it clears it.
+  GcPage* dirty_next = nullptr;
 
   char* block(uint32_t i) noexcept {
     return reinterpret_cast<char*>(this) + kGcPageHeader + std::size_t{i} * block_size;
@@ -130,7 +169,24 @@ struct GcHeap {
   // and released by the owner at its next large allocation or by the stopped collector
   // (exchange, acquire). A per-heap atomic, so a large page is not pinned until a collection.
   std::atomic<GcPage*> large_freed{nullptr};
+  // Pages marked dirty by other threads' frees ("Freed by other threads"): pushed by first
+  // markers (CAS, seq_cst: with `orphaned` it forms a store-load pair, see MarkDirty), taken
+  // by the owner at a safepoint, a stopped collector, or a cleaner of an exited owner
+  // (exchange, seq_cst).
+  std::atomic<GcPage*> dirty{nullptr};
+  // Set (seq_cst) by the thread detaching from this id before its last sweep; cleared by the
+  // next thread bound to it, under its ThreadState::mu. Read by first markers (seq_cst) and by
+  // cleaners under that mu. See "Exited owners".
+  std::atomic<bool> orphaned{false};
+  // Cache decay: owner only (and the stopped collector). The fewest cached pages since the
+  // last tick, and that tick's coarse clock in milliseconds.
+  uint64_t cache_low = 0;
+  int64_t last_decay_ms = 0;
 };
+
+inline constexpr uintptr_t kRemoteDirty = 1;
+// Cached pages per heap that never decay (their reuse is worth a clock read per safepoint).
+inline constexpr uint64_t kDecayKeepPages = 4;
 
 // The small-class list for an object of `size` bytes aligned to `align`, or kGcLarge when it
 // gets a page of its own.
@@ -252,6 +308,19 @@ uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;
 // high-water marks (brc::ReleaseFreeMemory, and a detaching thread).
 struct ThreadState;
 void SweepOwnHeaps(ThreadState* ts) noexcept;
+// The outermost DetachCurrentThread, still attached: marks the heaps orphaned, cleans what
+// this thread noted of other exited threads, then SweepOwnHeaps.
+void ReleaseHeapsAtDetach(ThreadState* ts) noexcept;
+// A thread is being bound to `ts`'s id (RegisterCurrentThread, under ts->mu): the heaps are
+// its own again.
+void AdoptHeaps(ThreadState* ts) noexcept;
+// kPendingReclaim (lib/thread_state.h) at a safepoint of the attached thread `ts`: cleans its
+// dirty pages, releases large pages freed by others, decays its caches and cleans the exited
+// states it noted. Does nothing on a thread holding the world stopped (the bit stays set).
+void ReclaimAtSafepoint(ThreadState* ts) noexcept;
+// The decay interval in milliseconds (default 50; brc::testing may change it).
+int64_t CacheDecayInterval() noexcept;
+void SetCacheDecayInterval(int64_t ms) noexcept;
 
 // Puts `p` on its heap's young list, with `first` its lowest young object. Owner thread only.
 void ListYoungPage(GcHeap& heap, GcPage* p, Object* first) noexcept;

@@ -146,6 +146,7 @@ void SafepointSlow() noexcept {
   uint32_t pending = ts->pending.load(std::memory_order_relaxed);
   if (pending & (kPendingMerge | kPendingHandoff)) DrainQueue(ts);  // pushes the buffers first
   if (pending & kPendingPerThread) PerThreadSafepoint(ts);
+  if (pending & kPendingReclaim) ReclaimAtSafepoint(ts);  // lib/gc_heap.h
   pending = ts->pending.load(std::memory_order_relaxed);
   if (pending & kPendingStop) {
     // A parked thread holds no buffered entry (the stop must find them in queues).
@@ -255,9 +256,9 @@ void DetachCurrentThread() {
   // a due merge pass to the attached threads (lib/per_thread.cc).
   detail::PerThreadLeaving(ts, /*blocking=*/false);
   // Still attached, so no collection is sweeping these heaps: reclaim other threads' frees and
-  // return every empty page now (the few the drain below empties go at the next collection's
-  // sweep).
-  detail::SweepOwnHeaps(ts);
+  // return every empty page now; pages the drain below or later frees empty are released by
+  // their freers (lib/gc_heap.h, "Exited owners").
+  detail::ReleaseHeapsAtDetach(ts);
   detail::DrainAndLeaveAttached(ts, ThreadStatus::kExited);
   ts->detaching = false;
   ts->attach_depth = 0;

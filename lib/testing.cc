@@ -9,6 +9,7 @@
 #include "collector_internal.h"
 #include "debug.h"
 #include "merge_queue.h"
+#include "page_source.h"
 #include "per_thread.h"
 #include "thread_state.h"
 
@@ -97,6 +98,27 @@ uint64_t LeafHeapPagesForTesting() {
 }
 
 bool LeafHeapEnabledForTesting() { return detail::kLeafHeapEnabled; }
+
+HeapPages HeapPagesOfThreadForTesting(uint32_t tid) {
+  detail::ThreadState* ts = detail::LookupThread(tid);
+  detail::MutexLock lock(&ts->mu);
+  return HeapPages{ts->heap.pages + ts->leaf_heap.pages,
+                   ts->heap.cached_count + ts->leaf_heap.cached_count};
+}
+
+void SetCacheDecayIntervalForTesting(int64_t ms) { detail::SetCacheDecayInterval(ms); }
+
+std::size_t PageSourcePagesForTesting() { return detail::PageSourcePagesInUse(); }
+
+bool PageSourceEnabledForTesting() {
+#if defined(__SANITIZE_ADDRESS__)
+  return false;
+#else
+  return true;
+#endif
+}
+
+void FailPageSourceMapsForTesting(bool fail) { detail::FailPageSourceMapsForTesting(fail); }
 
 std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align) {
   return detail::GcBlockSizeOfList(detail::GcListFor(size, align));  // 0: a page of its own

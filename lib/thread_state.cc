@@ -159,6 +159,7 @@ ThreadState* RegisterCurrentThread() {
       if (!WorldStoppedByOther(ts->tid)) {
         ts->status = ThreadStatus::kAttached;
         ts->accepts_queue.store(true, std::memory_order_relaxed);  // relaxed: under mu
+        AdoptHeaps(ts);  // an exited thread's heaps are this thread's now
         ts->os_tid.store(static_cast<int64_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
         break;
       }

@@ -6,6 +6,7 @@
 #   build/report/throughput.svg   throughput against thread count (oversubscribed rows shaded)
 #   build/report/brc_bench.json   raw Google Benchmark JSON, every repetition
 #   build/report/cpython_gc.json  raw CPython collector samples
+#   build/report/handoff_rss.json resident memory of a hand-off (bench/rss/handoff_rss.cc)
 #
 #   scripts/bench.sh [--quick] [extra Google Benchmark flags...]
 # --quick is a smoke run (tiny sizes, 2 repetitions): it checks that the suite and the report
@@ -21,10 +22,11 @@ for a in "$@"; do
 done
 
 cmake --preset bench >/dev/null
-cmake --build --preset bench -j"$(nproc)" --target brc_bench
+cmake --build --preset bench -j"$(nproc)" --target brc_bench brc_handoff_rss
 out=build/report
 mkdir -p "$out"
-rm -f "$out/brc_bench.json" "$out/cpython_gc.json" "$out/report.md" "$out/throughput.svg"
+rm -f "$out/brc_bench.json" "$out/cpython_gc.json" "$out/handoff_rss.json" "$out/report.md" \
+  "$out/throughput.svg"
 
 # The file gets every repetition; the console shows the aggregates.
 flags=(--benchmark_display_aggregates_only=true
@@ -40,6 +42,15 @@ fi
 start=$(date +%s)
 ./build/bench/bench/brc_bench "${flags[@]}" "${args[@]}"
 
+echo "=== brc: resident memory of a hand-off (brc_handoff_rss)"
+rss=()
+if ./build/bench/bench/brc_handoff_rss ${report_flags[@]+"${report_flags[@]}"} \
+     --json "$out/handoff_rss.json"; then
+  rss=(--rss "$out/handoff_rss.json")
+else
+  echo "brc: the hand-off memory measurement failed; the report goes on without it" >&2
+fi
+
 cpython=()
 if command -v python3 >/dev/null 2>&1; then
   echo "=== brc: CPython's collector on the same graph shapes ($(python3 -c 'import sys; print(sys.version.split()[0])'))"
@@ -51,6 +62,7 @@ if command -v python3 >/dev/null 2>&1; then
   echo "=== brc: report ($(( $(date +%s) - start )) s of measurement)"
   python3 bench/report.py --bench "$out/brc_bench.json" ${cpython[@]+"${cpython[@]}"} \
     --build-info build/bench/bench/build_info.json --notes bench/floor_notes.md \
+    ${rss[@]+"${rss[@]}"} \
     --out-dir "$out" ${report_flags[@]+"${report_flags[@]}"}
   echo "brc: report in $out/report.md and $out/throughput.svg; raw results in $out/*.json"
 else

@@ -29,7 +29,8 @@
 // callbacks on garbage, a cycle through another thread's object and a collection callback;
 // StopTheWorld (dropping a parked thread's object inside it), GetReferrers, GetReferents;
 // Freeze/Unfreeze; SetAllocator while objects live; attach and detach (nested ThreadScope,
-// BlockingScope, a thread that exits attached); the helper's detach; parallel marking.
+// BlockingScope, a thread that exits attached); an exited thread's pages released at this
+// thread's safepoint after it dropped their objects; the helper's detach; parallel marking.
 //
 // What each step may see (the documented ways to fail): std::bad_alloc from Make, WeakRef,
 // GetReferrers, GetReferents, std::thread, ThreadScope, AddCollectCallback and the other
@@ -1142,6 +1143,32 @@ void StepAttachDetach() {
   S().handoff[3] = nullptr;
 }
 
+// A thread makes a few tracked objects (a heap page of its own) and exits; this thread drops
+// them, merging on behalf of the exited owner, so the blocks go back to that thread's orphaned
+// page, and its next safepoint releases the page (lib/gc_heap.h, "Exited owners"). The release
+// allocates nothing; the page goes back through the allocator's Deallocate.
+void ReclaimThreadMain() {
+  try {
+    brc::ThreadScope attach;
+    Ref<Node> a = TryMake<Node>("Make<Node> (reclaim thread)");
+    Ref<Node> b = TryMake<Node>("Make<Node> (reclaim thread)");
+    Link(a, 0, b);
+    S().handoff[4] = std::move(a);
+    S().handoff[5] = TryMake<Node>("Make<Node> (reclaim thread)");
+  } catch (const std::bad_alloc&) {
+    SurfacedBadAlloc("ThreadScope (reclaim thread)");
+  }
+}
+
+void StepReclaim() {
+  std::thread t;
+  Try("std::thread (reclaim thread)", [&] { t = std::thread(ReclaimThreadMain); });
+  if (t.joinable()) JoinBlocking(t);
+  S().handoff[4] = nullptr;
+  S().handoff[5] = nullptr;
+  brc::Safepoint();
+}
+
 // SetAllocator while objects are alive: it stops the world to look, and must refuse.
 void StepSetAllocator() {
   Try("brc::SetAllocator", [] {
@@ -1224,6 +1251,7 @@ StepDef g_steps[] = {
     {"per-thread", StepPerThread, false},
     {"set-allocator", StepSetAllocator, false},
     {"attach-detach", StepAttachDetach, false},
+    {"reclaim", StepReclaim, false},
     {"helper-stop", StepHelperStop, false},
     {"parallel-collect", StepParallelCollect, false},
 };

@@ -1,8 +1,9 @@
 // Object memory comes from a pluggable allocator. Three are built in:
 //  * DefaultAllocator(), "brc-heap": each attached thread allocates objects of up to 8 KiB
 //    from its own heap of 64 KiB pages of equal blocks (a free-list pop, no lock, no atomic);
-//    the owner frees with a push, other threads with one CAS on the page. Pages, and larger
-//    objects, come from malloc. Under AddressSanitizer every object comes from malloc instead,
+//    the owner frees with a push, other threads with one CAS on the page. Pages come from
+//    4 MiB regions brc maps itself and go back with madvise (resident memory drops); larger
+//    objects come from malloc. Under AddressSanitizer every object comes from malloc instead,
 //    so that ASan checks each one.
 //  * MallocAllocator(): glibc malloc for every object.
 //  * ScalableAllocator(): oneTBB's tbbmalloc for every object.
@@ -34,7 +35,8 @@ class Allocator {
 
 Allocator& MallocAllocator() noexcept;
 Allocator& ScalableAllocator() noexcept;  // oneTBB tbbmalloc
-// The default (brc-heap). Its Allocate/Deallocate are its page source (malloc).
+// The default (brc-heap). Its Allocate/Deallocate are its page source (64 KiB pages from mmap'd
+// regions; malloc for other sizes, or when mapping fails).
 Allocator& DefaultAllocator() noexcept;
 
 // Installs `allocator` for all later object allocations. Call it at start-up: it fails with
@@ -44,8 +46,10 @@ absl::Status SetAllocator(Allocator* allocator);
 Allocator& GetAllocator() noexcept;
 
 // Each thread keeps the empty 64 KiB pages of its heaps (default allocator's objects and
-// tracked objects) for reuse, up to its own peak of pages in use; a collection gives half of
-// them back, a detaching thread all of them. This gives back the calling thread's now.
+// tracked objects) for reuse, up to its own peak of pages in use; its safepoints give back
+// what sat unused for 50 ms, and take back blocks other threads freed on its pages; a
+// collection gives half of them back, a detaching thread all of them (README, "When freed
+// memory goes back"). This gives back the calling thread's now.
 void ReleaseFreeMemory() noexcept;
 
 namespace detail {

@@ -53,6 +53,26 @@ uint64_t CollectorHeapPagesForTesting();
 uint64_t LeafHeapPagesForTesting();
 bool LeafHeapEnabledForTesting();
 
+// The pages of thread id `tid`'s two heaps (leaf and collector heap, lib/gc_heap.h): in their
+// class lists, and cached empty. Read under the id's lock: call it for the calling thread, or
+// for an id whose thread has exited (its pages are cleaned under that lock).
+struct HeapPages {
+  uint64_t in_use;
+  uint64_t cached;
+};
+HeapPages HeapPagesOfThreadForTesting(uint32_t tid);
+// How often a safepoint may return an idle thread's cached pages (milliseconds, default 50;
+// 0: at every safepoint while there is something to return).
+void SetCacheDecayIntervalForTesting(int64_t ms);
+// Pages the default allocator's page source (mmap'd regions, lib/page_source.cc) has handed
+// out and not got back, and whether that source is on in this build (not under
+// AddressSanitizer).
+std::size_t PageSourcePagesForTesting();
+bool PageSourceEnabledForTesting();
+// Makes the page source's region maps fail (true) or not (false), as if mmap found no memory:
+// pages then come from the default allocator's malloc path.
+void FailPageSourceMapsForTesting(bool fail);
+
 // Bytes a tracked object of `size` bytes and alignment `align` occupies in the collector's heap
 // (its block: header and fields, rounded to the size class); 0 when it gets a
 // page of its own.
