@@ -22,13 +22,32 @@
 //     by either thread), drop one (then optionally Lock() a WeakRef at once, on the helper and on
 //     the fuzz thread before its next safepoint), make objects (it owns them), link its objects,
 //     Lock() or make WeakRefs, Collect()/Freeze()/Unfreeze(), read every reference count, or
-//     exit and be replaced by a new thread (objects it owned are orphaned, its id reused).
+//     exit and be replaced by a new thread (objects it owned are orphaned, its id reused; its
+//     per-thread slots are spilled into the shared words);
+//   per-thread counting (brc/hot.h), the opcode bytes 248..255 (kExtBase + ExtOp; before these
+//     existed those bytes were aliases of the first eight operations, so every other byte of an
+//     older input decodes as it did): CountPerThread of a root's object (also inside a
+//     BlockingScope, which must fail with FailedPrecondition), of a helper slot's object on the
+//     helper, of two roots' objects under one brc::StopTheWorld (with MergePerThreadCounts in
+//     that stop), and of a root's object right after the helper dropped a reference to it that
+//     the fuzz thread had taken (its merge-queue entry is drained after the switch);
+//     MergePerThreadCounts on either thread (also in a BlockingScope: FailedPrecondition); drop
+//     a root, then Lock() a WeakRef at once, before the safepoint; SetPerThreadConfig with a
+//     valid configuration (merge_interval 0 or kLongInterval, max_objects from 1 up, contention
+//     detection off) or one field out of range (InvalidArgument, GetPerThreadConfig unchanged).
 // The fuzz thread waits for each helper command inside a BlockingScope (so the helper merges on
 // its behalf), or polling Safepoint() (objects the helper drops are queued to it and freed when
 // it drains), or spinning without a safepoint, only for commands that cannot stop the world: a
 // dropped object then waits in the fuzz thread's queue with a count of 0 while WeakRefs to it
 // are locked. The helper reports a command done only from inside its idle BlockingScope, so
-// nothing the helper does overlaps what the fuzz thread does next: the model stays exact.
+// nothing the helper does overlaps what the fuzz thread does next: the model stays exact. A
+// polling fuzz thread may run a due merge pass in its Safepoint(): only after the helper's
+// command (it becomes due then, at the latest when the helper blocks and hands it over), so
+// the model applies it after the command's own effects (ApplyPasses). With a long
+// merge_interval no pass runs there, and a helper command that may run a pass (a collection,
+// MergePerThreadCounts) is waited for blocking while objects are counted per thread: a polling
+// fuzz thread would drain what the helper's frees queue to it while the helper's pass runs,
+// and whether that pass or a later one frees what those drains leave in limbo is timing.
 //
 // The model knows every object's kind, field value and child edges, the roots, helper slots,
 // resurrection list entries and pending callbacks that hold it, whether it is immortal, frozen
@@ -47,17 +66,34 @@
 //     fuzzer may store it in a root again), but not one whose count reached 0 and that merely
 //     waits in its owner's queue (README: Lock never revives an object whose count reached 0);
 //   * a throwing constructor's object never lives: a WeakRef it made to itself reads expired,
-//     its callback runs once (what issue 10 asks for), its destructor never runs.
+//     its callback runs once (what issue 10 asks for), its destructor never runs;
+//   * an object counted per thread (CountPerThread succeeded; an immortal one is left as it is;
+//     max_objects counts every per-thread object not yet freed, immortal ones included) is not
+//     freed when its count reaches 0: it stays in limbo, alive, GetRefCount 0 (exact: it stops
+//     the world), Lock() and GetReferrers still return it (Lock() revives it: brc/hot.h says a
+//     Lock() between the last DecRef and the pass succeeds), until a merge pass frees it (its
+//     WeakRefs cleared, callbacks run, children dropped). Passes: MergePerThreadCounts and a
+//     due pass at a Safepoint() free everything in limbo and again what those frees leave there
+//     (a chain); a pass inside a held StopTheWorld folds once; with merge_interval 0 a due pass
+//     runs at the fuzz thread's next Safepoint() (after every step nothing is in limbo, unless
+//     that safepoint's own drain made the pass due: then the following safepoint); a pass the
+//     fuzz thread runs is seen in its GetThreadStats().merge_passes (the model does not guess
+//     timing). A collection folds in its first stop (what is in limbo then is freed after the
+//     marking, which saw it alive and referenced from outside), again in its second stop when
+//     finalizers ran, and runs a pass at its end when a member of its garbage was counted per
+//     thread; what else those frees leave in limbo waits. Each input starts with a pass and
+//     merge_interval kLongInterval (no due pass at a safepoint while the input runs).
 // After every operation (and a Safepoint(), so nothing waits in the fuzz thread's queue) every
 // live object's destructor has not run, its header and fields (value, children) are the model's,
-// IsTracked/IsImmortal agree, brc::GetRefCount equals the model's count (exact here: nothing
-// counts concurrently); every dead object was destroyed exactly once; Clear() and Finalize() ran
-// exactly as often as the model says; roots, helper slots and the resurrection list hold the
-// model's objects; every WeakRef's expired() and Lock() agree with the model; every callback ran
-// exactly as often as the model says (once per death of its target while its WeakRef lived,
-// never after that WeakRef was dropped). Collect()'s unreachable, collected, resurrected,
-// finalized, weak_callbacks, uncollectable and errors, and the counts Freeze()/Unfreeze() return,
-// equal the model's.
+// IsTracked/IsImmortal/IsCountedPerThread agree, brc::GetRefCount equals the model's count
+// (exact here: nothing counts concurrently); every dead object was destroyed exactly once;
+// Clear() and Finalize() ran exactly as often as the model says; roots, helper slots and the
+// resurrection list hold the model's objects; every WeakRef's expired() and Lock() agree with
+// the model; every callback ran exactly as often as the model says (once per death of its
+// target while its WeakRef lived, never after that WeakRef was dropped). Collect()'s
+// unreachable, collected, resurrected, finalized, weak_callbacks, uncollectable and errors, and
+// the counts Freeze()/Unfreeze() return, equal the model's; so do CountPerThread's statuses
+// (OK, or ResourceExhausted at max_objects).
 //
 // The acyclic check (CollectResult::acyclic). Every collection, explicit or automatic, must
 // report acyclic exactly when it tried the check and the model's candidate graph has no cycle.
@@ -77,7 +113,9 @@
 //    ones only, and the model kills an object only when no live object references it, so the
 //    first member of a cycle to die would still have had a live referrer. Nodes on no cycle
 //    change no answer, so the model needs no knowledge of them. (Garbage of a collection is
-//    cleared and freed before Collect returns; Check verifies that after every step.)
+//    cleared and freed before Collect returns; Check verifies that after every step.) An object
+//    in limbo is a candidate, alive, but on no cycle either: its count is 0, so nothing
+//    references it.
 //  * Callbacks and finalizers make no objects here; a resurrecting finalizer runs after the
 //    check (in the collection's second half) and its object is old afterwards, as the model has
 //    it (ModelCollect promotes before it finalizes).
@@ -90,10 +128,15 @@
 //
 // End of each input: the helper drops its slots, the resurrection list and the callbacks that
 // hold references are dropped, then the roots; Unfreeze(); collections until the model says only
-// immortal objects are left (after the first, immortal objects drop their children); each
-// immortal object is then freed with brc::testing::FreeImmortalForTesting, so that LeakSanitizer
-// stays quiet and "every object created was destroyed exactly once" holds with no exception;
-// finally every WeakRef must read expired and every callback count match.
+// immortal objects are left (after each, immortal objects and leaves drop their children, and a
+// MergePerThreadCounts frees what that left in limbo, a chain of per-thread objects included);
+// each immortal object is then freed with brc::testing::FreeImmortalForTesting, so that
+// LeakSanitizer stays quiet and "every object created was destroyed exactly once" holds with no
+// exception; finally every WeakRef must read expired and every callback count match.
+//
+// Not modelled: the contention detector (which objects it switches depends on lost races between
+// threads, which the fuzzer does not control), so detection stays off; a PerThreadConfig that
+// turns it on is not generated. Allocation failure while switching (the OOM tests cover it).
 //
 // Automatic collections are disabled (brc::DisableCollector): the model decides when cycles die.
 // A failed check prints what differs and aborts. To read an input as a program:
