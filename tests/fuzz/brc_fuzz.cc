@@ -27,10 +27,13 @@
 //   per-thread counting (brc/hot.h), the opcode bytes 248..255 (kExtBase + ExtOp; before these
 //     existed those bytes were aliases of the first eight operations, so every other byte of an
 //     older input decodes as it did): CountPerThread of a root's object (also inside a
-//     BlockingScope, which must fail with FailedPrecondition), of a helper slot's object on the
-//     helper, of two roots' objects under one brc::StopTheWorld (with MergePerThreadCounts in
-//     that stop), and of a root's object right after the helper dropped a reference to it that
-//     the fuzz thread had taken (its merge-queue entry is drained after the switch);
+//     BlockingScope, which must fail with FailedPrecondition; or the contention detector's
+//     switch, fed lost races by brc::testing::NoteContentionForTesting with detection on for
+//     that operation only: picked at the threshold, switched at the next safepoint, counted in
+//     GetStats().per_thread_detected), of a helper slot's object on the helper, of two roots'
+//     objects under one brc::StopTheWorld (with MergePerThreadCounts in that stop), and of a
+//     root's object right after the helper dropped a reference to it that the fuzz thread had
+//     taken (its merge-queue entry is drained after the switch);
 //     MergePerThreadCounts on either thread (also in a BlockingScope: FailedPrecondition); drop
 //     a root, then Lock() a WeakRef at once, before the safepoint; SetPerThreadConfig with a
 //     valid configuration (merge_interval 0 or kLongInterval, max_objects from 1 up, contention
@@ -134,9 +137,10 @@
 // LeakSanitizer stays quiet and "every object created was destroyed exactly once" holds with no
 // exception; finally every WeakRef must read expired and every callback count match.
 //
-// Not modelled: the contention detector (which objects it switches depends on lost races between
-// threads, which the fuzzer does not control), so detection stays off; a PerThreadConfig that
-// turns it on is not generated. Allocation failure while switching (the OOM tests cover it).
+// Not modelled: real lost races feeding the contention detector (which objects it would switch
+// depends on timing between threads, which the fuzzer does not control), so detection is on
+// only inside the operation that feeds it by hand; SetPerThreadConfig never turns it on
+// otherwise. Allocation failure while switching or growing slots (the OOM tests cover it).
 //
 // Automatic collections are disabled (brc::DisableCollector): the model decides when cycles die.
 // A failed check prints what differs and aborts. To read an input as a program:
@@ -527,7 +531,20 @@ class Run {
       // was not due when the safepoint looked, and runs at the following one.
       bool due = pt_interval0_ && !LimboIds().empty();
       bool queued = brc::testing::QueuedObjectsForTesting(brc::CurrentThreadId()) > 0;
+      uint64_t detected = brc::GetStats().per_thread_detected;
       Safepoint();
+      if (nominee_ >= 0) {
+        // The safepoint switched the detector's nominee first (a failure, at max_objects, is
+        // silent: the object stays as it was), then ran a due pass.
+        Rec& r = R(nominee_);
+        bool switched = !r.pt && !r.immortal && PoolLive() < pt_max_objects_;
+        r.pt |= switched;
+        nominee_ = -1;
+        uint64_t grew = brc::GetStats().per_thread_detected - detected;
+        FUZZ_CHECK(grew == (switched ? 1u : 0u),
+                   "the detector's nominee #%d: per_thread_detected grew by %llu, model: %d",
+                   r.id, (unsigned long long)grew, int(switched));
+      }
       if (due && queued && passes_run_ == 0) {
         Trace("  (the safepoint's drain made a pass due: the next safepoint runs it)");
         Safepoint();
@@ -1480,6 +1497,7 @@ class Run {
   void HelperStep(int op);
   void ExtStep(int op);
   void PtConfig(uint8_t b);
+  void DetectorSwitch(int a, int threshold, int races);
   void Inspect(int a, bool referrers);
   void CheckCollectResult(const brc::CollectResult& res, const Collected& c);
   void Teardown();
@@ -1511,6 +1529,7 @@ class Run {
   bool pt_interval0_ = false;
   int64_t pt_max_objects_ = brc::PerThreadConfig{}.max_objects;
   uint64_t passes_run_ = 0;
+  int nominee_ = -1;  // the contention detector picked this object: switched at the safepoint
 };
 
 
@@ -1691,7 +1710,12 @@ void Run::ExtStep(int op) {
   switch (op) {
     case kPtSwitch: {
       int a = in_.Index(kRoots);
-      bool blocked = in_.Byte() & 1;
+      uint8_t m = in_.Byte();
+      bool blocked = (m & 3) == 1;
+      if ((m & 3) == 2) {
+        DetectorSwitch(a, 1 + (m >> 2) % 4, (m >> 4) % 5);
+        break;
+      }
       Trace("CountPerThread(root[%d])%s", a, blocked ? " inside a BlockingScope" : "");
       if (!roots_[a]) break;
       FzObject* p = roots_[a].get();
@@ -1811,6 +1835,33 @@ void Run::ExtStep(int op) {
     }
     default:
       Fail("unknown extended operation %d", op);
+  }
+}
+
+// The contention detector, fed `races` lost races on root[a]'s object through
+// brc::testing::NoteContentionForTesting with detection on (threshold `threshold`) for just
+// this operation, after ResetContentionForTesting: the fuzz thread's table then holds only
+// these (the helper is idle, so no real race adds to it). The object is picked when `races`
+// reaches the threshold and it is mortal and not counted per thread yet; the pick holds a
+// reference until this thread's next safepoint, which switches it (Go). Detection is off again
+// before the safepoint: the switch of a picked object does not depend on it.
+void Run::DetectorSwitch(int a, int threshold, int races) {
+  Trace("contention detector: %d lost races on root[%d] (threshold %d)", races, a, threshold);
+  if (!roots_[a]) return;
+  brc::PerThreadConfig before = brc::GetPerThreadConfig();
+  brc::PerThreadConfig on = before;
+  on.detect_contention = true;
+  on.contention_threshold = threshold;
+  absl::Status st = brc::SetPerThreadConfig(on);
+  FUZZ_CHECK(st.ok(), "SetPerThreadConfig (detection on): %s", st.ToString().c_str());
+  brc::testing::ResetContentionForTesting();
+  for (int i = 0; i < races; ++i) brc::testing::NoteContentionForTesting(roots_[a].get());
+  st = brc::SetPerThreadConfig(before);
+  FUZZ_CHECK(st.ok(), "SetPerThreadConfig (detection off): %s", st.ToString().c_str());
+  const Rec& r = R(root_m_[a]);
+  if (races >= threshold && !r.immortal && !r.pt) {
+    Trace("  (#%d picked: switched at the safepoint)", r.id);
+    nominee_ = r.id;
   }
 }
 
