@@ -22,13 +22,35 @@
 //     by either thread), drop one (then optionally Lock() a WeakRef at once, on the helper and on
 //     the fuzz thread before its next safepoint), make objects (it owns them), link its objects,
 //     Lock() or make WeakRefs, Collect()/Freeze()/Unfreeze(), read every reference count, or
-//     exit and be replaced by a new thread (objects it owned are orphaned, its id reused).
+//     exit and be replaced by a new thread (objects it owned are orphaned, its id reused; its
+//     per-thread slots are spilled into the shared words);
+//   per-thread counting (brc/hot.h), the opcode bytes 248..255 (kExtBase + ExtOp; before these
+//     existed those bytes were aliases of the first eight operations, so every other byte of an
+//     older input decodes as it did): CountPerThread of a root's object (also inside a
+//     BlockingScope, which must fail with FailedPrecondition; or the contention detector's
+//     switch, fed lost races by brc::testing::NoteContentionForTesting with detection on for
+//     that operation only: picked at the threshold, switched at the next safepoint, counted in
+//     GetStats().per_thread_detected), of a helper slot's object on the helper, of two roots'
+//     objects under one brc::StopTheWorld (with MergePerThreadCounts in that stop), and of a
+//     root's object right after the helper dropped a reference to it that the fuzz thread had
+//     taken (its merge-queue entry is drained after the switch);
+//     MergePerThreadCounts on either thread (also in a BlockingScope: FailedPrecondition); drop
+//     a root, then Lock() a WeakRef at once, before the safepoint; SetPerThreadConfig with a
+//     valid configuration (merge_interval 0 or kLongInterval, max_objects from 1 up, contention
+//     detection off) or one field out of range (InvalidArgument, GetPerThreadConfig unchanged).
 // The fuzz thread waits for each helper command inside a BlockingScope (so the helper merges on
 // its behalf), or polling Safepoint() (objects the helper drops are queued to it and freed when
 // it drains), or spinning without a safepoint, only for commands that cannot stop the world: a
 // dropped object then waits in the fuzz thread's queue with a count of 0 while WeakRefs to it
 // are locked. The helper reports a command done only from inside its idle BlockingScope, so
-// nothing the helper does overlaps what the fuzz thread does next: the model stays exact.
+// nothing the helper does overlaps what the fuzz thread does next: the model stays exact. A
+// polling fuzz thread may run a due merge pass in its Safepoint(): only after the helper's
+// command (it becomes due then, at the latest when the helper blocks and hands it over), so
+// the model applies it after the command's own effects (ApplyPasses). With a long
+// merge_interval no pass runs there, and a helper command that may run a pass (a collection,
+// MergePerThreadCounts) is waited for blocking while objects are counted per thread: a polling
+// fuzz thread would drain what the helper's frees queue to it while the helper's pass runs,
+// and whether that pass or a later one frees what those drains leave in limbo is timing.
 //
 // The model knows every object's kind, field value and child edges, the roots, helper slots,
 // resurrection list entries and pending callbacks that hold it, whether it is immortal, frozen
@@ -47,17 +69,34 @@
 //     fuzzer may store it in a root again), but not one whose count reached 0 and that merely
 //     waits in its owner's queue (README: Lock never revives an object whose count reached 0);
 //   * a throwing constructor's object never lives: a WeakRef it made to itself reads expired,
-//     its callback runs once (what issue 10 asks for), its destructor never runs.
+//     its callback runs once (what issue 10 asks for), its destructor never runs;
+//   * an object counted per thread (CountPerThread succeeded; an immortal one is left as it is;
+//     max_objects counts every per-thread object not yet freed, immortal ones included) is not
+//     freed when its count reaches 0: it stays in limbo, alive, GetRefCount 0 (exact: it stops
+//     the world), Lock() and GetReferrers still return it (Lock() revives it: brc/hot.h says a
+//     Lock() between the last DecRef and the pass succeeds), until a merge pass frees it (its
+//     WeakRefs cleared, callbacks run, children dropped). Passes: MergePerThreadCounts and a
+//     due pass at a Safepoint() free everything in limbo and again what those frees leave there
+//     (a chain); a pass inside a held StopTheWorld folds once; with merge_interval 0 a due pass
+//     runs at the fuzz thread's next Safepoint() (after every step nothing is in limbo, unless
+//     that safepoint's own drain made the pass due: then the following safepoint); a pass the
+//     fuzz thread runs is seen in its GetThreadStats().merge_passes (the model does not guess
+//     timing). A collection folds in its first stop (what is in limbo then is freed after the
+//     marking, which saw it alive and referenced from outside), again in its second stop when
+//     finalizers ran, and runs a pass at its end when a member of its garbage was counted per
+//     thread; what else those frees leave in limbo waits. Each input starts with a pass and
+//     merge_interval kLongInterval (no due pass at a safepoint while the input runs).
 // After every operation (and a Safepoint(), so nothing waits in the fuzz thread's queue) every
 // live object's destructor has not run, its header and fields (value, children) are the model's,
-// IsTracked/IsImmortal agree, brc::GetRefCount equals the model's count (exact here: nothing
-// counts concurrently); every dead object was destroyed exactly once; Clear() and Finalize() ran
-// exactly as often as the model says; roots, helper slots and the resurrection list hold the
-// model's objects; every WeakRef's expired() and Lock() agree with the model; every callback ran
-// exactly as often as the model says (once per death of its target while its WeakRef lived,
-// never after that WeakRef was dropped). Collect()'s unreachable, collected, resurrected,
-// finalized, weak_callbacks, uncollectable and errors, and the counts Freeze()/Unfreeze() return,
-// equal the model's.
+// IsTracked/IsImmortal/IsCountedPerThread agree, brc::GetRefCount equals the model's count
+// (exact here: nothing counts concurrently); every dead object was destroyed exactly once;
+// Clear() and Finalize() ran exactly as often as the model says; roots, helper slots and the
+// resurrection list hold the model's objects; every WeakRef's expired() and Lock() agree with
+// the model; every callback ran exactly as often as the model says (once per death of its
+// target while its WeakRef lived, never after that WeakRef was dropped). Collect()'s
+// unreachable, collected, resurrected, finalized, weak_callbacks, uncollectable and errors, and
+// the counts Freeze()/Unfreeze() return, equal the model's; so do CountPerThread's statuses
+// (OK, or ResourceExhausted at max_objects).
 //
 // The acyclic check (CollectResult::acyclic). Every collection, explicit or automatic, must
 // report acyclic exactly when it tried the check and the model's candidate graph has no cycle.
@@ -77,7 +116,9 @@
 //    ones only, and the model kills an object only when no live object references it, so the
 //    first member of a cycle to die would still have had a live referrer. Nodes on no cycle
 //    change no answer, so the model needs no knowledge of them. (Garbage of a collection is
-//    cleared and freed before Collect returns; Check verifies that after every step.)
+//    cleared and freed before Collect returns; Check verifies that after every step.) An object
+//    in limbo is a candidate, alive, but on no cycle either: its count is 0, so nothing
+//    references it.
 //  * Callbacks and finalizers make no objects here; a resurrecting finalizer runs after the
 //    check (in the collection's second half) and its object is old afterwards, as the model has
 //    it (ModelCollect promotes before it finalizes).
@@ -90,10 +131,16 @@
 //
 // End of each input: the helper drops its slots, the resurrection list and the callbacks that
 // hold references are dropped, then the roots; Unfreeze(); collections until the model says only
-// immortal objects are left (after the first, immortal objects drop their children); each
-// immortal object is then freed with brc::testing::FreeImmortalForTesting, so that LeakSanitizer
-// stays quiet and "every object created was destroyed exactly once" holds with no exception;
-// finally every WeakRef must read expired and every callback count match.
+// immortal objects are left (after each, immortal objects and leaves drop their children, and a
+// MergePerThreadCounts frees what that left in limbo, a chain of per-thread objects included);
+// each immortal object is then freed with brc::testing::FreeImmortalForTesting, so that
+// LeakSanitizer stays quiet and "every object created was destroyed exactly once" holds with no
+// exception; finally every WeakRef must read expired and every callback count match.
+//
+// Not modelled: real lost races feeding the contention detector (which objects it would switch
+// depends on timing between threads, which the fuzzer does not control), so detection is on
+// only inside the operation that feeds it by hand; SetPerThreadConfig never turns it on
+// otherwise. Allocation failure while switching or growing slots (the OOM tests cover it).
 //
 // Automatic collections are disabled (brc::DisableCollector): the model decides when cycles die.
 // A failed check prints what differs and aborts. To read an input as a program:
@@ -143,6 +190,9 @@ constexpr int kChildren = 3;
 constexpr int kWeaks = 8;
 constexpr int kHelperSlots = 4;
 constexpr int kMaxObjects = 48;  // per input, thrown constructions included
+// A merge_interval longer than any input runs (libFuzzer's -timeout is 10 s): no due pass at a
+// safepoint within an input, since each input starts with a pass.
+constexpr absl::Duration kLongInterval = absl::Seconds(10);
 constexpr uint32_t kMagic = 0xB7C0FFEE;
 
 bool g_trace = false;
@@ -284,6 +334,10 @@ struct Rec {
   bool resurrect = false;      // its finalizer resurrects it
   bool finalized = false;      // the model says Finalize() has run
   bool young = true;           // allocated since the last collection (and not frozen since)
+  // Counted per thread (brc::CountPerThread succeeded on a mortal object). Such an object is
+  // not freed when its count reaches 0: it stays "in limbo" (alive, count 0, Lock() still
+  // succeeds) until the next merge pass (Limbo(), ModelPass()).
+  bool pt = false;
   int expect_clears = 0;       // the model's count of Clear() calls (0 or 1)
   uint32_t value = 0;
   FzObject* ptr = nullptr;  // dereferenced only while the model says it is alive
@@ -451,6 +505,17 @@ class Run {
     g_resurrected = &resurrected_;
     // The check's schedule is global: afresh for each input, so that an input replays alone.
     ResetAcyclic();
+    // Per-thread counting: the default configuration but a long merge_interval (no due pass
+    // at a safepoint: objects stay in limbo until an explicit pass or a collection), from a
+    // pass now (the interval counts from the last pass).
+    brc::PerThreadConfig pt;
+    pt.merge_interval = kLongInterval;
+    if (!brc::SetPerThreadConfig(pt).ok()) Fail("SetPerThreadConfig");
+    uint64_t before = ThreadPasses();
+    absl::Status st = brc::MergePerThreadCounts();
+    FUZZ_CHECK(st.ok(), "MergePerThreadCounts: %s", st.ToString().c_str());
+    // The model learns of passes at safepoints from this thread's statistics: they must count.
+    FUZZ_CHECK(ThreadPasses() == before + 1, "a merge pass did not count in GetThreadStats()");
   }
   ~Run() { g_resurrected = nullptr; }
 
@@ -458,7 +523,35 @@ class Run {
     int steps = 0;
     while (!in_.Done() && steps++ < 4096) {
       Step();
-      brc::Safepoint();
+      ApplyPasses();
+      // With merge_interval 0, a due pass runs at the fuzz thread's next safepoint: whatever is
+      // in limbo (a slot went below zero for it, which marked a pass due, and a helper that
+      // marked one handed it to this thread when it blocked) is freed there.
+      // Except what only this safepoint's drain of its merge queue leaves in limbo: that pass
+      // was not due when the safepoint looked, and runs at the following one.
+      bool due = pt_interval0_ && !LimboIds().empty();
+      bool queued = brc::testing::QueuedObjectsForTesting(brc::CurrentThreadId()) > 0;
+      uint64_t detected = brc::GetStats().per_thread_detected;
+      Safepoint();
+      if (nominee_ >= 0) {
+        // The safepoint switched the detector's nominee first (a failure, at max_objects, is
+        // silent: the object stays as it was), then ran a due pass.
+        Rec& r = R(nominee_);
+        bool switched = !r.pt && !r.immortal && PoolLive() < pt_max_objects_;
+        r.pt |= switched;
+        nominee_ = -1;
+        uint64_t grew = brc::GetStats().per_thread_detected - detected;
+        FUZZ_CHECK(grew == (switched ? 1u : 0u),
+                   "the detector's nominee #%d: per_thread_detected grew by %llu, model: %d",
+                   r.id, (unsigned long long)grew, int(switched));
+      }
+      if (due && queued && passes_run_ == 0) {
+        Trace("  (the safepoint's drain made a pass due: the next safepoint runs it)");
+        Safepoint();
+      }
+      FUZZ_CHECK(!due || passes_run_ > 0,
+                 "objects in limbo, merge_interval 0, and no merge pass ran at the safepoint");
+      ApplyPasses();
       Check("after step");
     }
     Teardown();
@@ -474,6 +567,17 @@ class Run {
     kCollectYoung,
     kNumOps
   };
+  // Per-thread counting (brc/hot.h). Reached through opcode bytes kExtBase.. only, so that the
+  // other opcode bytes of inputs written before these existed still decode as they did (those
+  // bytes were aliases of kMakeLeaf..kMakeWeak).
+  enum ExtOp : uint8_t {
+    kPtSwitch, kPtMerge, kPtConfig, kPtDropLock, kPtSwitchStopped,
+    kHPtSwitch, kHPtMerge, kHDropSwitch,
+    kNumExtOps
+  };
+  static constexpr int kExtBase = 256 - kNumExtOps;
+  static_assert(kExtBase / kNumOps == 8 && kExtBase % kNumOps == 0,
+                "the extended opcodes take exactly the bytes whose quotient is 8");
 
   // --- model helpers ---
 
@@ -533,13 +637,14 @@ class Run {
     wm_[w] = m;
   }
 
-  // Reference counting: every object whose count is 0 dies, recursively.
+  // Reference counting: every object whose count is 0 dies, recursively; one counted per
+  // thread only goes into limbo (a merge pass frees it).
   void Settle() {
     for (bool changed = true; changed;) {
       changed = false;
       std::vector<int> count = Counts();
       for (Rec& r : recs_) {
-        if (!r.dead && !r.immortal && count[r.id] == 0) {
+        if (!r.dead && !r.immortal && !r.pt && count[r.id] == 0) {
           Kill(r);
           changed = true;
         }
@@ -566,6 +671,9 @@ class Run {
     for (int id : helper_m_) push(id);
     for (int id : resurrected_m_) push(id);
     for (const CbRec& cb : cbs_) if (cb.pending) push(cb.held);
+    // Objects in limbo: the collection's fold finds them dead and holds them, each with a
+    // count of 1 that no tracked object explains, until the world restarts: from outside.
+    for (int id : LimboIds()) push(id);
     for (const Rec& r : recs_) {
       if (r.dead) continue;
       if (r.immortal || r.frozen || (young && !r.young)) push(r.id);
@@ -599,6 +707,10 @@ class Run {
   };
   Collected ModelCollect(bool young = false) {
     Collected c;
+    // Stop 1 folds the per-thread counts first: what is in limbo now is freed once the world
+    // restarts (no further pass: what those frees leave in limbo waits), after the marking,
+    // which saw it alive.
+    std::vector<int> fold = LimboIds();
     std::vector<int> garbage = Unreachable(young);
     // Promotion, in the same stop: whatever exists now is old (garbage included: what is
     // resurrected stays old).
@@ -608,7 +720,7 @@ class Run {
     c.unreachable = garbage.size();
     gc_hold_ = garbage;
     for (int id : garbage) c.callbacks += ClearWeakRefsTo(id);
-    Settle();
+    Free(fold);
     for (int id : garbage) {
       Rec& r = R(id);
       if (!r.has_finalizer || r.finalized) continue;
@@ -617,6 +729,10 @@ class Run {
       if (r.resurrect) resurrected_m_.push_back(id);
     }
     if (c.finalized > 0) {
+      // Stop 2 (only when finalizers ran) folds again: what is in limbo by now is freed after
+      // it (it reaches no garbage: it was reachable in stop 1, so nothing it references is
+      // garbage).
+      std::vector<int> fold2 = LimboIds();
       std::vector<int> still = Unreachable(/*young=*/false);
       std::vector<int> kept;
       for (int id : garbage) {
@@ -624,16 +740,105 @@ class Run {
       }
       c.resurrected = garbage.size() - kept.size();
       garbage = kept;
+      Free(fold2);
     }
+    bool pt = false;
     for (int id : garbage) {
       Rec& r = R(id);
       ++r.expect_clears;
+      pt |= r.pt;
       for (int& k : r.child) k = -1;
     }
     c.collected = garbage.size();
     gc_hold_.clear();
     Settle();
+    // A member counted per thread is freed by the pass the collection runs at its end
+    // (MergePerThreadCounts), which frees whatever else is in limbo then too.
+    if (pt) ModelPass();
     return c;
+  }
+
+  // --- per-thread counting (brc/hot.h) ---
+
+  // Objects counted per thread whose count is 0 and that no pass has freed yet.
+  std::vector<int> LimboIds() {
+    std::vector<int> count = Counts();
+    std::vector<int> out;
+    for (const Rec& r : recs_) {
+      if (!r.dead && r.pt && !r.immortal && count[r.id] == 0) out.push_back(r.id);
+    }
+    return out;
+  }
+  // The objects a fold found dead are freed (their weak references cleared, callbacks run,
+  // children dropped), and counting follows.
+  void Free(const std::vector<int>& ids) {
+    for (int id : ids) {
+      Trace("  (#%d, counted per thread, freed by a merge pass)", id);
+      Kill(R(id));
+    }
+    Settle();
+  }
+  // A merge pass run by RunPass (MergePerThreadCounts, a due pass at a Safepoint): it folds and
+  // frees, and folds again as long as the frees left more in limbo (the last drops of a chain
+  // make another pass due, and RunPass runs it before it returns).
+  void ModelPass() {
+    for (std::vector<int> ids = LimboIds(); !ids.empty(); ids = LimboIds()) Free(ids);
+  }
+  // Live objects counted per thread: what brc's id pool holds (limbo and immortal included),
+  // which PerThreadConfig::max_objects limits.
+  int PoolLive() {
+    int n = 0;
+    for (const Rec& r : recs_) n += (!r.dead && r.pt) ? 1 : 0;
+    return n;
+  }
+  // CountPerThread(#id) returned `st` on an attached thread outside a BlockingScope: the
+  // model's status, and the switch.
+  void ModelSwitch(int id, const absl::Status& st, const char* who) {
+    Rec& r = R(id);
+    absl::StatusCode want = absl::StatusCode::kOk;
+    if (!r.immortal && !r.pt) {
+      if (PoolLive() >= pt_max_objects_) {
+        want = absl::StatusCode::kResourceExhausted;
+      } else {
+        r.pt = true;
+      }
+    }
+    if (!st.ok()) Trace("  (CountPerThread(#%d): %s)", id, st.ToString().c_str());
+    FUZZ_CHECK(st.code() == want, "CountPerThread(#%d) on %s: %s, model: %s", id, who,
+               st.ToString().c_str(), absl::StatusCodeToString(want).c_str());
+  }
+  // The merge passes this thread has run (its own statistics): how the model learns that a
+  // Safepoint() or a polling wait ran a due pass.
+  static uint64_t ThreadPasses() { return brc::GetThreadStats().merge_passes; }
+  // brc::Safepoint() on the fuzz thread; a pass it runs waits in passes_run_ for ApplyPasses().
+  void Safepoint() {
+    uint64_t before = ThreadPasses();
+    brc::Safepoint();
+    passes_run_ += ThreadPasses() - before;
+  }
+  // Helper::Run; a pass the fuzz thread runs while it polls (kPoll) waits in passes_run_. Such
+  // a pass runs after the command (see kPtConfig), so the model applies it after the command's
+  // own effects.
+  void HRun(Wait wait, std::function<void()> fn) {
+    uint64_t before = ThreadPasses();
+    g_helper->Run(wait, std::move(fn));
+    passes_run_ += ThreadPasses() - before;
+  }
+  void ApplyPasses() {
+    if (passes_run_ == 0) return;
+    Trace("  (a merge pass ran on this thread at a safepoint)");
+    passes_run_ = 0;
+    ModelPass();
+  }
+  // The wait for a helper command that may run a merge pass (a collection, a pass): with a
+  // long merge_interval the fuzz thread must block (a polling fuzz thread would drain what the
+  // helper's frees queue to it while the helper's pass runs, and the pass frees what that
+  // leaves in limbo or not, by timing); with merge_interval 0 the step ends with every due pass
+  // run either way.
+  Wait ReadPassWait(bool stops_world) {
+    Wait w = ReadWait(stops_world);
+    if (!pt_interval0_ && PoolLive() > 0) w = Wait::kBlocking;
+    return w;
   }
 
   // --- the checks ---
@@ -668,6 +873,8 @@ class Run {
                  brc::IsTracked(p));
       FUZZ_CHECK(brc::IsImmortal(p) == r.immortal, "%s: IsImmortal(#%d) is %d", when, r.id,
                  brc::IsImmortal(p));
+      FUZZ_CHECK(brc::IsCountedPerThread(p) == r.pt, "%s: IsCountedPerThread(#%d) is %d", when,
+                 r.id, brc::IsCountedPerThread(p));
       int64_t expect = r.immortal ? brc::kImmortalRefCount : count[r.id];
       int64_t got = brc::GetRefCount(p);
       if (got != expect) {
@@ -898,6 +1105,10 @@ class Run {
     // for a reset of the acyclic check's schedule before an operation that may collect, so that
     // its collections try the check; without it they follow the backoff.
     uint8_t raw = in_.Byte();
+    if (raw >= kExtBase) {
+      ExtStep(raw - kExtBase);
+      return;
+    }
     int op = raw % kNumOps;
     if (MayCollect(op) && ((raw / kNumOps) & 1)) {
       Trace("(ResetAcyclicScheduleForTesting)");
@@ -1065,7 +1276,7 @@ class Run {
         FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
                    "CollectResult::kind is not the kind asked for");
         CheckAcyclicResult(before, young, res->acyclic, acyclic);
-        brc::Safepoint();
+        Safepoint();
         Collected c = ModelCollect(young);
         CheckCollectResult(*res, c);
         break;
@@ -1153,12 +1364,12 @@ class Run {
         if (how == 0) {
           brc::Ref<FzObject> moved = std::move(roots_[a]);
           root_m_[a] = -1;
-          g_helper->Run(wait, [&] { g_helper->slot[h] = std::move(moved); });
+          HRun(wait, [&] { g_helper->slot[h] = std::move(moved); });
         } else if (how == 1) {
           brc::Ref<FzObject> copy = *src;
-          g_helper->Run(wait, [&] { g_helper->slot[h] = std::move(copy); });
+          HRun(wait, [&] { g_helper->slot[h] = std::move(copy); });
         } else {
-          g_helper->Run(wait, [&] { g_helper->slot[h] = *src; });
+          HRun(wait, [&] { g_helper->slot[h] = *src; });
         }
         helper_m_[h] = id;
         Settle();
@@ -1284,6 +1495,9 @@ class Run {
   }
 
   void HelperStep(int op);
+  void ExtStep(int op);
+  void PtConfig(uint8_t b);
+  void DetectorSwitch(int a, int threshold, int races);
   void Inspect(int a, bool referrers);
   void CheckCollectResult(const brc::CollectResult& res, const Collected& c);
   void Teardown();
@@ -1310,6 +1524,12 @@ class Run {
   };
   std::array<AcyclicSchedule, 2> sched_;
   bool acyclic_at_make_[2] = {true, true};  // ModelAcyclic(young, full) before a Make
+  // Per-thread counting: the configuration set (merge_interval 0 or kLongInterval), and merge
+  // passes this thread ran at safepoints or while polling, not yet applied to the model.
+  bool pt_interval0_ = false;
+  int64_t pt_max_objects_ = brc::PerThreadConfig{}.max_objects;
+  uint64_t passes_run_ = 0;
+  int nominee_ = -1;  // the contention detector picked this object: switched at the safepoint
 };
 
 
@@ -1324,7 +1544,7 @@ void Run::HelperStep(int op) {
             there ? "by the helper" : "by this thread", WaitName(wait));
       if (there) {
         // The helper also drops what root[a] held before.
-        hp.Run(wait, [&] { roots_[a] = std::move(hp.slot[h]); });
+        HRun(wait, [&] { roots_[a] = std::move(hp.slot[h]); });
       } else {
         roots_[a] = std::move(hp.slot[h]);
       }
@@ -1347,7 +1567,7 @@ void Run::HelperStep(int op) {
             helper_lock ? ", then Lock()s a weak into it" : "", WaitName(wait),
             main_lock ? "; then this thread Lock()s a weak before its safepoint" : "");
       FzObject* helper_got = nullptr;
-      hp.Run(wait, [&] {
+      HRun(wait, [&] {
         hp.slot[h] = nullptr;
         if (helper_lock) {
           hp.slot[h] = weaks_[w].Lock();
@@ -1366,6 +1586,7 @@ void Run::HelperStep(int op) {
                    t, (void*)helper_got, alive ? "alive" : "dead");
         helper_m_[h] = alive ? t : -1;
       }
+      ApplyPasses();  // a pass this thread ran while it polled came after the helper's Lock()
       if (main_lock) {
         int t = wm_[w2].target;
         bool alive = Lockable(w2);
@@ -1380,10 +1601,11 @@ void Run::HelperStep(int op) {
     case kHMake: {
       int h = in_.Index(kHelperSlots), kind = in_.Index(4);
       uint32_t v = in_.Byte();
-      Wait wait = ReadWait(auto_collect_ && kind != 0);  // Make may collect: stops the world
+      // Make may collect: stops the world, and passes
+      Wait wait = auto_collect_ && kind != 0 ? ReadPassWait(true) : ReadWait(false);
       Trace("helper slot[%d] = Make<%s>(%u) on the helper (wait %s)", h, KindName(kind), v,
             WaitName(wait));
-      hp.Run(wait, [&] { MakeInto(&hp.slot[h], &helper_m_[h], kind, v); });
+      HRun(wait, [&] { MakeInto(&hp.slot[h], &helper_m_[h], kind, v); });
       Settle();
       break;
     }
@@ -1395,7 +1617,7 @@ void Run::HelperStep(int op) {
       Trace("helper: slot[%d]->child[%d] = slot[%d]%s (wait %s)", h, k, h2,
             node ? "" : " (skipped: empty)", WaitName(wait));
       if (!node) break;
-      hp.Run(wait, [&] { hp.slot[h]->child[k] = hp.slot[h2]; });
+      HRun(wait, [&] { hp.slot[h]->child[k] = hp.slot[h2]; });
       R(id).child[k] = helper_m_[h2];
       Settle();
       break;
@@ -1405,7 +1627,7 @@ void Run::HelperStep(int op) {
       Wait wait = ReadWait(false);
       Trace("helper slot[%d] = weak[%d].Lock() on the helper (wait %s)", h, w, WaitName(wait));
       FzObject* got = nullptr;
-      hp.Run(wait, [&] {
+      HRun(wait, [&] {
         hp.slot[h] = weaks_[w].Lock();
         got = hp.slot[h].get();
       });
@@ -1419,34 +1641,34 @@ void Run::HelperStep(int op) {
     }
     case kHCollect: {
       int what = in_.Index(3);
-      Wait wait = ReadWait(true);
+      Wait wait = what == 0 ? ReadPassWait(true) : ReadWait(true);
       static const char* const kWhat[] = {"Collect()", "Freeze()", "Unfreeze()"};
       Trace("%s on the helper (wait %s)", kWhat[what], WaitName(wait));
       if (what == 0) {
         bool acyclic = ModelAcyclic(false);
         brc::CollectorStats before = brc::GetCollectorStats();
         absl::StatusOr<brc::CollectResult> res;
-        hp.Run(wait, [&] { res = brc::Collect(); });
+        HRun(wait, [&] { res = brc::Collect(); });
         FUZZ_CHECK(res.ok(), "Collect() on the helper failed: %s",
                    res.status().ToString().c_str());
         FUZZ_CHECK(res->kind == brc::CollectKind::kFull, "the helper's Collect() was not full");
         CheckAcyclicResult(before, false, res->acyclic, acyclic);
-        brc::Safepoint();
+        Safepoint();
         Collected c = ModelCollect();
         CheckCollectResult(*res, c);
       } else {
         absl::StatusOr<uint64_t> n;
-        hp.Run(wait, [&] { n = what == 1 ? brc::Freeze() : brc::Unfreeze(); });
+        HRun(wait, [&] { n = what == 1 ? brc::Freeze() : brc::Unfreeze(); });
         CheckFreeze(what == 1, n);
       }
       break;
     }
     case kHCheck: {
-      Wait wait = ReadWait(false);
+      Wait wait = ReadWait(PoolLive() > 0);  // GetRefCount of one counted per thread stops it
       Trace("the helper checks every reference count (wait %s)", WaitName(wait));
       std::vector<int> count = Counts();
       std::vector<int64_t> got(recs_.size(), -1);
-      hp.Run(wait, [&] {
+      HRun(wait, [&] {
         for (const Rec& r : recs_) {
           if (r.created && !r.dead) got[r.id] = brc::GetRefCount(r.ptr);
         }
@@ -1465,7 +1687,7 @@ void Run::HelperStep(int op) {
       Wait wait = ReadWait(false);
       Trace("helper: weak[%d] = WeakRef(slot[%d]%s) (wait %s)", w, h, CallbackName(cb, h2),
             WaitName(wait));
-      hp.Run(wait, [&] { MakeWeak(w, hp.slot[h], cb, hp.slot[h2]); });
+      HRun(wait, [&] { MakeWeak(w, hp.slot[h], cb, hp.slot[h2]); });
       Settle();
       break;
     }
@@ -1480,6 +1702,217 @@ void Run::HelperStep(int op) {
     default:
       Fail("unknown operation %d", op);
   }
+}
+
+// The per-thread counting operations (brc/hot.h); the opcode byte was kExtBase + op.
+void Run::ExtStep(int op) {
+  Helper& hp = *g_helper;
+  switch (op) {
+    case kPtSwitch: {
+      int a = in_.Index(kRoots);
+      uint8_t m = in_.Byte();
+      bool blocked = (m & 3) == 1;
+      if ((m & 3) == 2) {
+        DetectorSwitch(a, 1 + (m >> 2) % 4, (m >> 4) % 5);
+        break;
+      }
+      Trace("CountPerThread(root[%d])%s", a, blocked ? " inside a BlockingScope" : "");
+      if (!roots_[a]) break;
+      FzObject* p = roots_[a].get();
+      if (blocked) {
+        absl::Status st;
+        {
+          brc::BlockingScope blocking;
+          st = brc::CountPerThread(p);
+        }
+        FUZZ_CHECK(st.code() == absl::StatusCode::kFailedPrecondition,
+                   "CountPerThread in a BlockingScope: %s", st.ToString().c_str());
+      } else {
+        ModelSwitch(root_m_[a], brc::CountPerThread(p), "the fuzz thread");
+      }
+      break;
+    }
+    case kPtMerge: {
+      bool blocked = in_.Byte() & 1;
+      Trace("MergePerThreadCounts()%s", blocked ? " inside a BlockingScope" : "");
+      absl::Status st;
+      if (blocked) {
+        {
+          brc::BlockingScope blocking;
+          st = brc::MergePerThreadCounts();
+        }
+        FUZZ_CHECK(st.code() == absl::StatusCode::kFailedPrecondition,
+                   "MergePerThreadCounts in a BlockingScope: %s", st.ToString().c_str());
+      } else {
+        st = brc::MergePerThreadCounts();
+        FUZZ_CHECK(st.ok(), "MergePerThreadCounts: %s", st.ToString().c_str());
+        ModelPass();
+      }
+      break;
+    }
+    case kPtConfig:
+      PtConfig(in_.Byte());
+      break;
+    case kPtDropLock: {
+      int a = in_.Index(kRoots), w = in_.Index(kWeaks), b = in_.Index(kRoots);
+      Trace("root[%d] = null; root[%d] = weak[%d].Lock() at once (before the safepoint)", a, b,
+            w);
+      roots_[a] = nullptr;
+      root_m_[a] = -1;
+      Settle();
+      // An object counted per thread that the drop left in limbo is still returned (and lives
+      // on in root[b]); any other whose count reached 0 is gone.
+      brc::Ref<FzObject> got = weaks_[w].Lock();
+      int t = wm_[w].target;
+      bool alive = Lockable(w);
+      FUZZ_CHECK((got != nullptr) == alive, "weak %d (to #%d) Lock() after the drop gave %p, "
+                 "model: %s", w, t, (void*)got.get(), alive ? "alive" : "dead");
+      roots_[b] = std::move(got);
+      root_m_[b] = alive ? t : -1;
+      Settle();
+      break;
+    }
+    case kPtSwitchStopped: {
+      int a = in_.Index(kRoots), b = in_.Index(kRoots);
+      bool merge = in_.Byte() & 1;
+      Trace("under one brc::StopTheWorld: CountPerThread(root[%d]), CountPerThread(root[%d])%s",
+            a, b, merge ? ", MergePerThreadCounts()" : "");
+      absl::Status s1, s2, s3;
+      {
+        // The switches and the pass use the caller's stop; the pass's frees run in it too, and
+        // it folds once (no second pass for what those frees leave in limbo).
+        brc::StopTheWorld stop;
+        if (roots_[a]) s1 = brc::CountPerThread(roots_[a].get());
+        if (roots_[b]) s2 = brc::CountPerThread(roots_[b].get());
+        if (merge) s3 = brc::MergePerThreadCounts();
+      }
+      if (roots_[a]) ModelSwitch(root_m_[a], s1, "the fuzz thread, world stopped");
+      if (roots_[b]) ModelSwitch(root_m_[b], s2, "the fuzz thread, world stopped");
+      if (merge) {
+        FUZZ_CHECK(s3.ok(), "MergePerThreadCounts with the world stopped: %s",
+                   s3.ToString().c_str());
+        Free(LimboIds());
+      }
+      break;
+    }
+    case kHPtSwitch: {
+      int h = in_.Index(kHelperSlots);
+      Wait wait = ReadWait(true);
+      int id = helper_m_[h];
+      Trace("CountPerThread(helper slot[%d]) on the helper%s (wait %s)", h,
+            id < 0 ? " (skipped: empty)" : "", WaitName(wait));
+      if (id < 0) break;
+      absl::Status st;
+      HRun(wait, [&] { st = brc::CountPerThread(hp.slot[h].get()); });
+      ModelSwitch(id, st, "the helper");
+      break;
+    }
+    case kHPtMerge: {
+      Wait wait = ReadPassWait(true);
+      Trace("MergePerThreadCounts() on the helper (wait %s)", WaitName(wait));
+      absl::Status st;
+      HRun(wait, [&] { st = brc::MergePerThreadCounts(); });
+      FUZZ_CHECK(st.ok(), "MergePerThreadCounts on the helper: %s", st.ToString().c_str());
+      ModelPass();
+      break;
+    }
+    case kHDropSwitch: {
+      int h = in_.Index(kHelperSlots), a = in_.Index(kRoots);
+      Wait wait = ReadWait(false);
+      // A reference this thread took and gave the helper is queued back to this thread when
+      // the helper drops it: switched before this thread drains it, the queue entry's
+      // reference goes through the per-thread count.
+      Trace("helper drops slot[%d] (wait %s); this thread then switches root[%d] before its "
+            "safepoint", h, WaitName(wait), a);
+      HRun(wait, [&] { hp.slot[h] = nullptr; });
+      helper_m_[h] = -1;
+      Settle();
+      ApplyPasses();
+      if (roots_[a]) {
+        ModelSwitch(root_m_[a], brc::CountPerThread(roots_[a].get()), "the fuzz thread");
+      }
+      break;
+    }
+    default:
+      Fail("unknown extended operation %d", op);
+  }
+}
+
+// The contention detector, fed `races` lost races on root[a]'s object through
+// brc::testing::NoteContentionForTesting with detection on (threshold `threshold`) for just
+// this operation, after ResetContentionForTesting: the fuzz thread's table then holds only
+// these (the helper is idle, so no real race adds to it). The object is picked when `races`
+// reaches the threshold and it is mortal and not counted per thread yet; the pick holds a
+// reference until this thread's next safepoint, which switches it (Go). Detection is off again
+// before the safepoint: the switch of a picked object does not depend on it.
+void Run::DetectorSwitch(int a, int threshold, int races) {
+  Trace("contention detector: %d lost races on root[%d] (threshold %d)", races, a, threshold);
+  if (!roots_[a]) return;
+  brc::PerThreadConfig before = brc::GetPerThreadConfig();
+  brc::PerThreadConfig on = before;
+  on.detect_contention = true;
+  on.contention_threshold = threshold;
+  absl::Status st = brc::SetPerThreadConfig(on);
+  FUZZ_CHECK(st.ok(), "SetPerThreadConfig (detection on): %s", st.ToString().c_str());
+  brc::testing::ResetContentionForTesting();
+  for (int i = 0; i < races; ++i) brc::testing::NoteContentionForTesting(roots_[a].get());
+  st = brc::SetPerThreadConfig(before);
+  FUZZ_CHECK(st.ok(), "SetPerThreadConfig (detection off): %s", st.ToString().c_str());
+  const Rec& r = R(root_m_[a]);
+  if (races >= threshold && !r.immortal && !r.pt) {
+    Trace("  (#%d picked: switched at the safepoint)", r.id);
+    nominee_ = r.id;
+  }
+}
+
+// SetPerThreadConfig with a valid configuration (merge_interval 0 or kLongInterval, a few
+// max_objects, contention detection off) or one field out of range, which must be refused
+// with InvalidArgument and change nothing.
+void Run::PtConfig(uint8_t b) {
+  brc::PerThreadConfig before = brc::GetPerThreadConfig();
+  brc::PerThreadConfig c;
+  c.merge_interval = (b & 2) ? absl::ZeroDuration() : kLongInterval;
+  static const int64_t kMax[] = {1, 2, 3, 4, 8, kMaxObjects, int64_t{1} << 20, int64_t{1} << 30};
+  c.max_objects = kMax[(b >> 2) & 7];
+  static const int kThreshold[] = {1, 7, 64, 1 << 20};
+  c.contention_threshold = kThreshold[(b >> 5) & 3];
+  const char* bad = nullptr;
+  if (b & 1) {
+    switch ((b >> 1) & 7) {
+      case 0: c.contention_threshold = 0; bad = "contention_threshold 0"; break;
+      case 1: c.contention_threshold = -5; bad = "contention_threshold -5"; break;
+      case 2: c.contention_threshold = (1 << 20) + 1; bad = "contention_threshold 2^20+1"; break;
+      case 3: c.merge_interval = -absl::Nanoseconds(1); bad = "merge_interval -1 ns"; break;
+      case 4:
+        c.merge_interval = absl::Seconds(10) + absl::Nanoseconds(1);
+        bad = "merge_interval 10 s + 1 ns";
+        break;
+      case 5: c.merge_interval = absl::InfiniteDuration(); bad = "merge_interval infinite"; break;
+      case 6: c.max_objects = 0; bad = "max_objects 0"; break;
+      default: c.max_objects = (int64_t{1} << 30) + 1; bad = "max_objects 2^30+1"; break;
+    }
+  }
+  Trace("SetPerThreadConfig(merge_interval %s, max_objects %lld, contention_threshold %d)%s%s",
+        absl::FormatDuration(c.merge_interval).c_str(), (long long)c.max_objects,
+        c.contention_threshold, bad ? ": invalid, " : "", bad ? bad : "");
+  absl::Status st = brc::SetPerThreadConfig(c);
+  brc::PerThreadConfig after = brc::GetPerThreadConfig();
+  const brc::PerThreadConfig& want = bad ? before : c;
+  if (bad) {
+    FUZZ_CHECK(st.code() == absl::StatusCode::kInvalidArgument,
+               "SetPerThreadConfig with %s: %s, expected InvalidArgument", bad,
+               st.ToString().c_str());
+  } else {
+    FUZZ_CHECK(st.ok(), "SetPerThreadConfig: %s", st.ToString().c_str());
+    pt_interval0_ = c.merge_interval == absl::ZeroDuration();
+    pt_max_objects_ = c.max_objects;
+  }
+  FUZZ_CHECK(after.detect_contention == want.detect_contention &&
+                 after.contention_threshold == want.contention_threshold &&
+                 after.merge_interval == want.merge_interval &&
+                 after.max_objects == want.max_objects,
+             "GetPerThreadConfig() after SetPerThreadConfig%s is not %s", bad ? " (refused)" : "",
+             bad ? "the configuration before" : "the one set");
 }
 
 void Run::Inspect(int a, bool referrers) {
@@ -1548,7 +1981,8 @@ void Run::Teardown() {
   for (auto& r : roots_) r = nullptr;
   root_m_.fill(-1);
   Settle();
-  brc::Safepoint();
+  Safepoint();
+  ApplyPasses();
   Check("teardown, roots dropped");
 
   uint64_t frozen = 0;
@@ -1573,9 +2007,10 @@ void Run::Teardown() {
     absl::StatusOr<brc::CollectResult> res = brc::Collect();
     FUZZ_CHECK(res.ok(), "teardown Collect() failed: %s", res.status().ToString().c_str());
     CheckAcyclicResult(before, false, res->acyclic, acyclic);
-    brc::Safepoint();
+    Safepoint();
     Collected c = ModelCollect();
     CheckCollectResult(*res, c);
+    ApplyPasses();
     Check("teardown, collected");
     // Immortal objects and leaves (never collected through) drop what they reference.
     for (Rec& r : recs_) {
@@ -1589,7 +2024,12 @@ void Run::Teardown() {
       keep = nullptr;
       Settle();
     }
-    brc::Safepoint();
+    Safepoint();
+    ApplyPasses();
+    // What counting per thread left in limbo (a chain of such objects included) goes now.
+    absl::Status st = brc::MergePerThreadCounts();
+    FUZZ_CHECK(st.ok(), "teardown MergePerThreadCounts: %s", st.ToString().c_str());
+    ModelPass();
     Check("teardown, immortal objects unlinked");
     // Another round only if the model says something mortal is still alive (each collection
     // walks the whole collector heap, which BRC_DEBUG's quarantine keeps large).
@@ -1603,7 +2043,8 @@ void Run::Teardown() {
     brc::testing::FreeImmortalForTesting(r.ptr);
     Kill(r);
   }
-  brc::Safepoint();
+  Safepoint();
+  ApplyPasses();
   Check("teardown, immortal objects freed");
   for (int w = 0; w < kWeaks; ++w) {
     weaks_[w] = brc::WeakRef<FzObject>();
