@@ -25,6 +25,7 @@
 #include "brc/thread.h"
 #include "brc/weak_ref.h"
 #include "collector_internal.h"
+#include "handoff.h"
 #include "merge_queue.h"
 #include "no_destroy.h"
 #include "per_thread.h"
@@ -297,6 +298,9 @@ void ClearAndRelease(Collection& c) {
   }
   GarbageBuffer() = std::move(garbage);
   for (Object* ob : c.resurrected) Rc::DecRef(ob);
+  // Garbage owned by other attached threads now waits in this thread's hand-off buffers: send
+  // it to its owners now rather than at this thread's next safepoint.
+  if (c.self->handoff_held != 0) FlushHandoffs(c.self);
   if (per_thread) (void)MergePerThreadCounts();
 }
 

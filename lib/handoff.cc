@@ -58,6 +58,11 @@ void PushBuffer(ThreadState* self, HandoffBuffer& b) noexcept {
   b.dest_tid = 0;
   b.dest = nullptr;
   self->handoff_held -= n;
+  if (self->handoff_held == 0) {
+    // Nothing buffered any more: this thread's safepoints need not look. Relaxed: as in
+    // BufferHandoff. Cleared before the push, whose destructors may buffer (and set it) again.
+    self->pending.fetch_and(~kPendingHandoff, std::memory_order_relaxed);
+  }
   BRC_STAT_INC(handoff_pushes);
   PushToOwner(dest, entries, n);
 }
@@ -100,12 +105,9 @@ void BufferHandoff(ThreadState* self, uint32_t owner, Object* ob) noexcept {
 }
 
 void FlushHandoffs(ThreadState* self) noexcept {
+  // The last PushBuffer that empties the buffers clears kPendingHandoff.
   while (self->handoff_held != 0) {
     for (HandoffBuffer& b : self->handoff) PushBuffer(self, b);
-  }
-  // Relaxed: as in BufferHandoff. A drop after this sets it again.
-  if (self->pending.load(std::memory_order_relaxed) & kPendingHandoff) {
-    self->pending.fetch_and(~kPendingHandoff, std::memory_order_relaxed);
   }
 }
 

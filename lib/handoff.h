@@ -17,7 +17,7 @@ void BufferHandoff(ThreadState* self, uint32_t owner, Object* ob) noexcept;
 
 // Pushes every buffer of `self` (the caller's state) to its owner, until none holds an entry
 // (a push may merge on a blocked or exited owner's behalf and run destructors, which may drop
-// more), and clears kPendingHandoff.
+// more). kPendingHandoff is set exactly while an entry is buffered.
 void FlushHandoffs(ThreadState* self) noexcept;
 
 }  // namespace brc::detail

@@ -82,7 +82,7 @@ void PushToOwner(ThreadState* ts, Object** obs, uint32_t n) noexcept {
     // does not touch its half. This reaches up to the stop-the-world layer: a deliberate, rare
     // exception to the layering.
     bool stop_here = !ThisThreadStoppedTheWorld();
-    if (stop_here) StopWorld(t_state);
+    if (stop_here) StopWorld(t_state, /*push_handoffs=*/false);  // this is such a push
     for (uint32_t i = 0; i < n; ++i) {
       if (Rc::ExplicitMerge(obs[i], -1)) obs[to_free++] = obs[i];
       BRC_STAT_INC(merges_for_owner);

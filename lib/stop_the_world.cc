@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "brc/stop_the_world.h"
+#include "handoff.h"
 #include "merge_queue.h"
 
 namespace brc::detail {
@@ -106,12 +107,17 @@ void ReportLaggingThreads(absl::Duration waited) noexcept {
 
 }  // namespace
 
-absl::Duration StopWorld(ThreadState* self) {
+absl::Duration StopWorld(ThreadState* self, bool push_handoffs) {
   BRC_CHECK(self != nullptr,
             "brc::StopTheWorld (or a collection) on a thread that is not attached");
   BRC_CHECK(!t_holds_stop, "brc::StopTheWorld while this thread already holds the world "
                            "stopped (stops do not nest)");
   BRC_CHECK(self->blocking_depth == 0, "brc::StopTheWorld inside a BlockingScope");
+  // This thread's own drops for other owners go to their queues before the stop (the others
+  // push theirs before they park): counts read with the world stopped (GetRefCount, a merge
+  // pass, a collection's mark) then see them where a drop without buffering would be. The
+  // push runs no user code under a lock, but may run destructors (an owner that blocked).
+  if (push_handoffs && self->handoff_held != 0) FlushHandoffs(self);
   std::mutex& stop = StopLock();
   if (!stop.try_lock()) {
     // Another stop is running and may be waiting for this thread: wait as a blocked thread,

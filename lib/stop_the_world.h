@@ -11,7 +11,10 @@ namespace brc::detail {
 
 // Stops every other attached thread and returns the time it took. `self` is the caller's
 // state; it must be attached and must not hold the world stopped already (fatal otherwise).
-absl::Duration StopWorld(ThreadState* self);
+// First pushes the caller's hand-off buffers (lib/handoff.cc), so that the stopped world finds
+// every buffered drop in some owner's queue; `push_handoffs` false is for PushToOwner's own
+// out-of-memory path, which is such a push.
+absl::Duration StopWorld(ThreadState* self, bool push_handoffs = true);
 // Restarts the world stopped by the calling thread.
 void RestartWorld();
 // True on the thread holding the world stopped.

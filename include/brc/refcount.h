@@ -249,8 +249,8 @@ bool IsImmortal(const Object* ob) noexcept;
 // The current reference count, for diagnostics (like Python's sys.getrefcount). Exact when
 // called by the owner with no concurrent non-owner activity; otherwise a racy snapshot.
 // Immortal objects report kImmortalRefCount. One known overcount: an object whose owner gave
-// it up while it still waited in the owner's merge queue reports one more until that queue is
-// drained.
+// it up while it still waited in the owner's merge queue (or in the dropping thread's hand-off
+// buffer) reports one more until that queue is drained.
 inline constexpr int64_t kImmortalRefCount = INT64_MAX;
 int64_t GetRefCount(const Object* ob) noexcept;
 

@@ -26,7 +26,7 @@
   X(merges, "merges of the two halves (owner at zero, queue drain, on behalf)")       \
   X(merges_for_owner, "merges done on behalf of an exited or blocked owner")          \
   X(queue_push_failures, "queue pushes that found no memory (merged, world stopped)")  \
-  X(handoff_pushes, "hand-off buffers pushed to an owner's queue in one locked step")    \
+  X(handoff_pushes, "hand-off buffers pushed in one locked step (queued, or merged on a blocked or exited owner's behalf)") \
   X(saturated, "objects made immortal because a count would have overflowed")         \
   X(made_immortal, "objects made immortal by MakeImmortal")                           \
   X(per_thread_switched, "objects switched to per-thread counting")                    \
