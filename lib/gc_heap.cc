@@ -640,8 +640,17 @@ uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept {
       p = next;
     }
   }
-  TrimCachedPages(heap, owner_exited ? 0 : heap.cached_count / 2);
-  heap.high_water = heap.pages + heap.cached_count;
+  if (owner_exited) {
+    TrimCachedPages(heap, 0);
+    heap.high_water = heap.pages;
+  } else {
+    // The cache follows the decay rule, not a blind cut: a page given back is unmapped
+    // (madvise), and a thread that builds and drops structures between collections would
+    // fault its pages in again after every collection (measured: tracked binary trees 1.2-1.6x
+    // slower when each sweep gave back half of the cache). What no allocation needed during
+    // a whole decay interval goes back, as at a safepoint.
+    (void)DecayCache(heap, CoarseNowMs());
+  }
   return heap.pages;
 }
 

@@ -38,10 +38,11 @@
 // program that builds and drops a structure over and over does not give its pages back and
 // fault them in again each time (measured: a depth-20 binary tree took 30% longer). Pages in
 // use plus cached never exceed the heap's high-water mark (the most pages in use at once since
-// the last trim, at least kMinCachedPages = 4 MiB): a thread keeps at most its own peak. Each
-// sweep (every collection) returns half of the cache to the allocator and lowers the mark to
-// what is left; a sweep of an exited thread's heap, a detaching thread and
-// brc::ReleaseFreeMemory() return all of it. Between collections the cache decays (below).
+// the last trim, at least kMinCachedPages = 4 MiB): a thread keeps at most its own peak. The
+// cache decays (below), at the owner's safepoints and at each sweep (every collection); a
+// sweep of an exited thread's heap, a detaching thread and brc::ReleaseFreeMemory() return all
+// of it. (A sweep once gave back half of the cache: with pages unmapped when given back, a
+// thread building and dropping structures between collections faulted them in again each time.)
 //
 // Freed by other threads (the hand-off: one thread makes objects, another frees them). A
 // block freed by a thread that does not own its page waits on the page's remote-free list
@@ -299,7 +300,7 @@ void FreeTrackedBlock(void* object_start) noexcept;
 
 // World stopped: takes every page's remote frees into its local list, moves pages with no
 // allocated block (but each class's head page, which the owner allocates from next) to the
-// cache, and trims the cache to half. When `owner_exited` (an exited owner, or an owner that
+// cache, and applies the cache's decay rule. When `owner_exited` (an exited owner, or an owner that
 // asked to release everything) empty head pages go too and the cache is emptied. Returns the
 // number of pages in use.
 uint64_t SweepHeap(GcHeap& heap, bool owner_exited) noexcept;

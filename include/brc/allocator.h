@@ -47,9 +47,9 @@ Allocator& GetAllocator() noexcept;
 
 // Each thread keeps the empty 64 KiB pages of its heaps (default allocator's objects and
 // tracked objects) for reuse, up to its own peak of pages in use; its safepoints give back
-// what sat unused for 50 ms, and take back blocks other threads freed on its pages; a
-// collection gives half of them back, a detaching thread all of them (README, "When freed
-// memory goes back"). This gives back the calling thread's now.
+// what sat unused for 50 ms (so does a collection), and take back blocks other threads freed
+// on its pages; a detaching thread gives back all of them (README, "When freed memory goes
+// back"). This gives back the calling thread's now.
 void ReleaseFreeMemory() noexcept;
 
 namespace detail {
