@@ -109,6 +109,9 @@ void QueueToOwner(Object* ob) noexcept {
   PushToOwner(LookupThread(owner), &ob, 1);
 }
 
+// Entries of queue capacity a drained batch keeps for the next swap (32 KiB).
+constexpr std::size_t kKeptQueueCapacity = 4096;
+
 void DrainQueue(ThreadState* ts) noexcept {
   // Destructors run below may reach a safepoint and drain again (re-entrantly), so the batch
   // being processed is this call's own: it borrows the spare vector's capacity and returns it
@@ -136,6 +139,10 @@ void DrainQueue(ThreadState* ts) noexcept {
     if (Rc::ExplicitMerge(ob, -1)) Rc::Dealloc(ob);
   }
   batch.clear();  // keeps its capacity for the next swap
+  // But not a burst's: a queue that once held a million entries would keep 8 MiB (twice,
+  // counting the vector it alternates with) for the rest of the thread's life. Freed here,
+  // outside the lock; the queue grows again (outside the lock too) if bursts go on.
+  if (batch.capacity() > kKeptQueueCapacity) InternalVector<Object*>().swap(batch);
   if (ts->batch.capacity() < batch.capacity()) ts->batch = std::move(batch);
 }
 
