@@ -18,6 +18,7 @@
 
 #include "brc/detail/thread_local.h"
 #include "brc/hot.h"
+#include "handoff_util.h"
 #include "test_util.h"
 
 using brc::testing::HandoffBufferedForTesting;
@@ -25,6 +26,8 @@ using brc::testing::QueuedObjectsForTesting;
 using brc_test::Counted;
 
 namespace handoff_probe {
+
+using brc_test::Owner;
 
 constexpr std::size_t kEntries = 126;      // lib/thread_state.h, kHandoffEntries
 constexpr uint32_t kPendingHandoff = 1u << 4;  // lib/thread_state.h
@@ -36,64 +39,6 @@ bool HandoffBitSet() {
   return p != nullptr && (p->load() & kPendingHandoff) != 0;
 }
 
-// An attached thread that owns objects and reaches no safepoint until told.
-class Owner {
- public:
-  // `copies` references to each object, all counted in this thread's local half.
-  Owner(std::atomic<int>* destroyed, int objects, bool release_queue = false, int copies = 1) {
-    thread_ = std::thread([this, destroyed, objects, release_queue, copies] {
-      brc::ThreadScope attach;
-      tid_.store(brc::CurrentThreadId());
-      if (release_queue) brc::testing::ReleaseQueueMemoryForTesting();
-      for (int i = 0; i < objects; ++i) {
-        brc::Ref<Counted> r = brc::Make<Counted>(destroyed, i);
-        for (int c = 1; c < copies; ++c) made_.push_back(r);
-        made_.push_back(std::move(r));
-      }
-      ready_.store(true);
-      for (;;) {
-        int cmd = cmd_.load();
-        if (cmd == kSafepoints) brc::Safepoint();
-        if (cmd == kBlock) {
-          brc::BlockingScope blocking;
-          blocked_.store(true);
-          while (cmd_.load() == kBlock) std::this_thread::yield();
-        }
-        if (cmd == kExit) break;
-        std::this_thread::yield();
-      }
-    });
-    while (!ready_.load()) std::this_thread::yield();
-  }
-  ~Owner() { Exit(); }
-  uint32_t tid() const { return tid_.load(); }
-  std::vector<brc::Ref<Counted>>& made() { return made_; }
-  void Safepoints() { cmd_.store(kSafepoints); }
-  void Block() {
-    cmd_.store(kBlock);
-    while (!blocked_.load()) std::this_thread::yield();
-  }
-  void Exit() {
-    if (!thread_.joinable()) return;
-    cmd_.store(kExit);
-    brc_test::JoinBlocking(thread_);
-  }
-  // Joins without a BlockingScope, so that this thread's buffers are not pushed meanwhile (the
-  // owner's exit needs nothing from this thread).
-  void ExitKeepingBuffers() {
-    cmd_.store(kExit);
-    thread_.join();
-  }
-
- private:
-  static constexpr int kSpin = 0, kSafepoints = 1, kBlock = 2, kExit = 3;
-  std::thread thread_;
-  std::atomic<uint32_t> tid_{0};
-  std::atomic<bool> ready_{false};
-  std::atomic<bool> blocked_{false};
-  std::atomic<int> cmd_{kSpin};
-  std::vector<brc::Ref<Counted>> made_;
-};
 
 }  // namespace handoff_probe
 

@@ -9,65 +9,18 @@
 #include <thread>
 #include <vector>
 
+#include "handoff_util.h"
 #include "test_util.h"
 
 using brc::testing::HandoffBufferedForTesting;
 using brc::testing::QueuedObjectsForTesting;
 using brc_test::Counted;
+using brc_test::Owner;
 
 namespace {
 
 constexpr std::size_t kEntries = 126;  // per buffer (lib/thread_state.h, kHandoffEntries)
 constexpr std::size_t kBuffers = 4;
-
-// An attached thread that owns objects and reaches no safepoint until told: what it owns and
-// others drop stays in their buffers or its queue, where the test can see it.
-class Owner {
- public:
-  explicit Owner(std::atomic<int>* destroyed, int objects) {
-    thread_ = std::thread([this, destroyed, objects] {
-      brc::ThreadScope attach;
-      tid_.store(brc::CurrentThreadId());
-      for (int i = 0; i < objects; ++i) made_.push_back(brc::Make<Counted>(destroyed, i));
-      ready_.store(true);
-      for (;;) {
-        int cmd = cmd_.load();
-        if (cmd == kSafepoints) brc::Safepoint();
-        if (cmd == kBlock) {
-          brc::BlockingScope blocking;
-          blocked_.store(true);
-          while (cmd_.load() == kBlock) std::this_thread::yield();
-        }
-        if (cmd == kExit) break;
-        std::this_thread::yield();
-      }
-    });
-    while (!ready_.load()) std::this_thread::yield();
-  }
-  ~Owner() { Exit(); }
-  uint32_t tid() const { return tid_.load(); }
-  // The objects it made, for the test thread to take (before any command).
-  std::vector<brc::Ref<Counted>>& made() { return made_; }
-  void Safepoints() { cmd_.store(kSafepoints); }
-  void Block() {
-    cmd_.store(kBlock);
-    while (!blocked_.load()) std::this_thread::yield();
-  }
-  void Exit() {
-    if (!thread_.joinable()) return;
-    cmd_.store(kExit);
-    brc_test::JoinBlocking(thread_);
-  }
-
- private:
-  static constexpr int kSpin = 0, kSafepoints = 1, kBlock = 2, kExit = 3;
-  std::thread thread_;
-  std::atomic<uint32_t> tid_{0};
-  std::atomic<bool> ready_{false};
-  std::atomic<bool> blocked_{false};
-  std::atomic<int> cmd_{kSpin};
-  std::vector<brc::Ref<Counted>> made_;
-};
 
 }  // namespace
 

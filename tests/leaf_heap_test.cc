@@ -11,26 +11,7 @@
 
 namespace {
 
-// An object of N bytes whose payload is a pattern derived from its address, checked before it
-// dies: two live objects sharing a block, or a block reused while live, breaks the pattern.
-template <std::size_t N>
-struct Sized : brc::Object {
-  explicit Sized(std::atomic<int>* destroyed) : destroyed(destroyed) {
-    std::memset(bytes, Fill(), sizeof(bytes));
-  }
-  ~Sized() {
-    for (unsigned char b : bytes) {
-      if (b != Fill()) corrupted.fetch_add(1, std::memory_order_relaxed);
-    }
-    destroyed->fetch_add(1, std::memory_order_relaxed);
-  }
-  unsigned char Fill() const {
-    return static_cast<unsigned char>(reinterpret_cast<uintptr_t>(this) >> 4);
-  }
-  static inline std::atomic<int> corrupted{0};
-  std::atomic<int>* destroyed;
-  unsigned char bytes[N - sizeof(brc::Object) - sizeof(void*)];
-};
+using brc_test::Sized;
 
 struct alignas(32) OverAligned : brc::Object {
   char data[40];

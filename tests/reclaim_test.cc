@@ -31,24 +31,8 @@ struct TNode : brc::Object {
 };
 
 // A leaf object whose payload is a pattern of its address, checked at destruction: a block
-// handed out twice, or reused while live, breaks it.
-struct Patterned : brc::Object {
-  explicit Patterned(std::atomic<int>* destroyed) : destroyed(destroyed) {
-    std::memset(bytes, Fill(), sizeof(bytes));
-  }
-  ~Patterned() {
-    for (unsigned char b : bytes) {
-      if (b != Fill()) corrupted.fetch_add(1, std::memory_order_relaxed);
-    }
-    destroyed->fetch_add(1, std::memory_order_relaxed);
-  }
-  unsigned char Fill() const {
-    return static_cast<unsigned char>(reinterpret_cast<uintptr_t>(this) >> 4);
-  }
-  static inline std::atomic<int> corrupted{0};
-  std::atomic<int>* destroyed;
-  unsigned char bytes[40];
-};
+// handed out twice, or reused while live, breaks it (72 bytes: a 40-byte payload).
+using Patterned = brc_test::Sized<72>;
 
 uint64_t InUse(uint32_t tid) { return brc::testing::HeapPagesOfThreadForTesting(tid).in_use; }
 uint64_t Cached(uint32_t tid) { return brc::testing::HeapPagesOfThreadForTesting(tid).cached; }
