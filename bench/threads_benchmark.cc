@@ -971,9 +971,17 @@ struct BrcTrees {
   static brc::Ref<BrcTreeNode> MakeNode() { return brc::Make<BrcTreeNode>(); }
 };
 
+// brc::ParkableFrees around the timed loop as well: with one tree per thread, another thread's
+// automatic collection would otherwise wait for this thread's whole drop of a tree (131k frees
+// and more) before it could stop the world. The loop holds no lock, as the scope requires.
+class BrcParkableLoopGuard : public BrcLoopGuard {
+ private:
+  brc::ParkableFrees parkable_;
+};
+
 struct BrcTrackedTrees {
   using Attach = AttachBrc;
-  using LoopGuard = BrcLoopGuard;
+  using LoopGuard = BrcParkableLoopGuard;
   // A safepoint per node: the allocation path does not park, and with one tree per thread the
   // other threads' automatic collections wait for this one to reach a safepoint.
   static brc::Ref<TrackedTreeNode> MakeNode() {

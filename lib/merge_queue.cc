@@ -132,12 +132,14 @@ void DrainQueue(ThreadState* ts) noexcept {
     ts->pending.fetch_and(~kPendingMerge, std::memory_order_relaxed);
     batch.swap(ts->queue);
   }
+  ++t_draining;
   for (Object* ob : batch) {
     // BRC_DEBUG: an entry whose object was freed meanwhile is reported as a use after free,
     // not as the negative count its tombstone would merge to.
     Rc::CheckNotFreed(ob);
     if (Rc::ExplicitMerge(ob, -1)) Rc::Dealloc(ob);
   }
+  --t_draining;
   batch.clear();  // keeps its capacity for the next swap
   // But not a burst's: a queue that once held a million entries would keep 8 MiB (twice,
   // counting the vector it alternates with) for the rest of the thread's life. Freed here,
@@ -281,6 +283,10 @@ void DetachCurrentThread() {
 bool IsAttached() noexcept { return t_state != nullptr; }
 
 uint32_t CurrentThreadId() noexcept { return t_state != nullptr ? t_state->tid : 0; }
+
+ParkableFrees::ParkableFrees() noexcept { ++detail::t_parkable_frees; }
+
+ParkableFrees::~ParkableFrees() { --detail::t_parkable_frees; }
 
 BlockingScope::BlockingScope() : active_(t_state != nullptr) {
   if (!active_) return;

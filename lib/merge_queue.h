@@ -22,6 +22,13 @@ void PushToOwner(ThreadState* ts, Object** obs, uint32_t n) noexcept;
 // merges it, freeing what reaches zero. First pushes the caller's own hand-off buffers. Destructors run without the queue lock held; objects
 // they (or other threads) queue meanwhile wait for the next call.
 void DrainQueue(ThreadState* ts) noexcept;
+// Nonzero while this thread merges a drained batch. A drain runs to its end before its thread
+// parks for a stop (Rc::Dealloc's stop poll leaves it alone; a destructor may still call
+// Safepoint() itself), so a stop finds what was queued before it merged. This thread only.
+inline constinit thread_local int t_draining = 0;
+// Depth of brc::ParkableFrees scopes on this thread: while nonzero, Rc::Dealloc honours a
+// pending stop before each destructor. This thread only.
+inline constinit thread_local int t_parkable_frees = 0;
 
 // The caller's own state. Drains until the queue is empty and, in the same critical section,
 // leaves kAttached for `next` (kBlocked or kExited), releasing a stop that waited for it.

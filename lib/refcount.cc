@@ -27,6 +27,7 @@
 #include "brc/stats.h"
 #include "brc/stop_the_world.h"
 #include "brc/testing.h"
+#include "brc/thread.h"
 #include "allocator_internal.h"
 #include "debug.h"
 #include "gc_heap.h"
@@ -62,6 +63,27 @@ constinit thread_local int t_dealloc_depth = 0;
 constinit thread_local Object* t_deferred = nullptr;
 // Cleared weak slots whose callbacks wait for the outermost Dealloc, linked through the slots.
 constinit thread_local WeakSlot* t_deferred_slots = nullptr;
+
+// A stop of the world requested while this thread frees a long cascade (dropping a tree or a
+// list) waits for the whole cascade: measured, two threads building and dropping tracked trees
+// of 131k nodes spent more time waiting for each other's drops than collecting. Inside a
+// brc::ParkableFrees scope each free first honours a pending stop with a safepoint (which
+// drains the queue, then parks), except inside a drain (t_draining: a drain completes before
+// its thread parks). It is the safepoint a destructor may call itself: the dying object is no
+// longer tracked (Dealloc's first step), so a collection run meanwhile does not trace it, and
+// what it still references counts as referenced from outside; deferred objects are untracked
+// too. Not by default: a thread that frees while holding a lock that another attached thread
+// waits for outside a BlockingScope would deadlock the stop (the collector's concurrent test
+// does exactly that with a table of references under a std::mutex). Costs one thread-local
+// load and one relaxed load per free.
+BRC_ALWAYS_INLINE void HonourStopRequest() noexcept {
+  std::atomic<uint32_t>* pending = tls_pending;
+  // Relaxed: the bit only says "look"; ParkIfStopped reads the stop's state under its mutex.
+  if (pending != nullptr && BRC_UNLIKELY(pending->load(std::memory_order_relaxed) & kPendingStop) &&
+      t_parkable_frees > 0 && t_draining == 0) {
+    SafepointSlow();
+  }
+}
 
 void PushDeferred(Object* ob) noexcept {
   auto next = reinterpret_cast<uintptr_t>(t_deferred);
@@ -402,6 +424,7 @@ void Rc::Dealloc(Object* ob) noexcept {
   // the last reference to the next object) is cut at kMaxDeallocDepth.
   ++t_dealloc_depth;
   if (callbacks != nullptr) (void)RunWeakSlotCallbacks(callbacks);
+  HonourStopRequest();
   DestroyAndFree(ob, type);
   if (t_dealloc_depth == 1) {
     for (;;) {
@@ -411,6 +434,7 @@ void Rc::Dealloc(Object* ob) noexcept {
         (void)RunWeakSlotCallbacks(slot);
       } else if (t_deferred != nullptr) {
         Object* next = PopDeferred();
+        HonourStopRequest();
         DestroyAndFree(next, next->type_info());
       } else {
         break;

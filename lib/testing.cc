@@ -72,6 +72,12 @@ std::size_t HandoffBufferedForTesting() {
   return ts == nullptr ? 0 : ts->handoff_held;
 }
 
+bool StopRequestedForTesting() noexcept {
+  detail::ThreadState* ts = detail::t_state;
+  // Relaxed: a snapshot of a bit another thread sets; the test polls it.
+  return ts != nullptr && (ts->pending.load(std::memory_order_relaxed) & detail::kPendingStop);
+}
+
 void ReleaseQueueMemoryForTesting() {
   detail::ThreadState* ts = detail::t_state;
   if (ts == nullptr) return;

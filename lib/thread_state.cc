@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <memory>
+#include <thread>
 
 #include "brc/detail/thread_local.h"
 
@@ -188,7 +189,8 @@ void LeavingAttachedUnderLock(ThreadState* ts) {
   std::lock_guard<std::mutex> lock(w.mu);
   if (ts->stop_counted) {
     ts->stop_counted = false;
-    if (--w.remaining == 0) w.all_parked.notify_one();
+    // Relaxed: under w.mu, which the requester takes before it relies on the count.
+    if (w.remaining.fetch_sub(1, std::memory_order_relaxed) == 1) w.all_parked.notify_one();
   }
 }
 
@@ -210,10 +212,28 @@ void ParkIfStopped(ThreadState* ts) {
   ts->parked = true;
   if (ts->stop_counted) {
     ts->stop_counted = false;
-    if (--w.remaining == 0) w.all_parked.notify_one();
+    // Relaxed: under w.mu, which the requester takes before it relies on the count.
+    if (w.remaining.fetch_sub(1, std::memory_order_relaxed) == 1) w.all_parked.notify_one();
+  }
+  if (w.spin) {
+    // Spin a little before sleeping (SpinBriefly), outside the lock. Still `parked`: a stop
+    // that begins meanwhile does not wait for this thread, which is why leaving is decided
+    // under the lock below, never on the unlocked read (a new stop may begin in between).
+    lock.unlock();
+    SpinBriefly([&] {
+      // Relaxed: only a hint to stop spinning; the restart is confirmed under w.mu below.
+      uint32_t s = w.stopper.load(std::memory_order_relaxed);
+      return s == 0 || s == ts->tid;
+    });
+    lock.lock();
   }
   w.restarted.wait(lock, [&] { return !stopped_by_other(); });
   ts->parked = false;
+}
+
+unsigned MachineCores() noexcept {
+  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return cores;
 }
 
 void ForEachThreadState(absl::FunctionRef<void(ThreadState*)> fn) { TheRegistry().ForEach(fn); }

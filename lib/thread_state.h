@@ -11,6 +11,7 @@
 #define BRC_LIB_THREAD_STATE_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -169,7 +170,13 @@ struct WorldState {
   std::mutex mu;
   std::condition_variable all_parked;  // the requester waits here for remaining == 0
   std::condition_variable restarted;   // parked and waiting threads wait here for stopper == 0
-  int remaining = 0;                   // counted threads not yet parked, blocked or exited
+  // Counted threads not yet parked, blocked or exited. Written under mu only (by the requester
+  // and by each counted thread as it parks or leaves); atomic so that the requester's spin
+  // (SpinBriefly) can read it without the lock, relaxed, confirming under mu.
+  std::atomic<int> remaining{0};
+  // Whether this stop's waiters spin before they sleep (SpinBriefly): the requester sets it
+  // under mu when it and the threads it counted fit on the machine's cores. Read under mu.
+  bool spin = false;
   // Id of the thread holding the world stopped, 0 when it runs. Written under mu; read under
   // mu or, by a thread about to enter kAttached, under its own ThreadState::mu (acquire, pairs
   // with the release store made before the requester took that ThreadState::mu).
@@ -184,6 +191,29 @@ inline bool WorldStoppedByOther(uint32_t tid) noexcept {
 }
 // Blocks until no other thread holds the world stopped.
 void WaitForWorldRestart(uint32_t tid);
+// Spin-then-sleep. A young collection stops the world for tens of microseconds, and waking a
+// thread that sleeps on a condition variable takes about as long again (a futex wake, then the
+// scheduler), on both sides of every stop: the requester waiting for the others to park, and
+// the parked threads waiting for the restart. So each first spins for at most kStopSpin,
+// polling the condition, and only then sleeps. Only when every thread involved has a core of
+// its own (WorldState::spin): a spinning thread on a shared core would take the time of the
+// very thread it waits for. Returns done() at the end.
+inline constexpr std::chrono::microseconds kStopSpin{50};
+template <class Done>
+bool SpinBriefly(Done done) {
+  const auto start = std::chrono::steady_clock::now();
+  for (uint32_t i = 1;; ++i) {
+    if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() - start >= kStopSpin) return done();
+  }
+}
+// The machine's cores (std::thread::hardware_concurrency, at least 1), read once.
+unsigned MachineCores() noexcept;
 // Called by a thread leaving kAttached (to kBlocked or kExited), with ts->mu held: if the
 // running stop counted it, it no longer waits for it (wakes the requester when it was last).
 void LeavingAttachedUnderLock(ThreadState* ts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(ts->mu);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "brc/brc.h"
 #include "test_util.h"
 
 namespace {
@@ -248,6 +249,279 @@ TEST_CASE("Objects dropped by other threads are merged before the world stops", 
   owner.join();
   objs.clear();
   CHECK(destroyed.load() == 200);
+}
+
+// ---- a stop during a free cascade ----
+
+// A node of a chain or a tree whose destructor counts the frees and, at the `holds` chosen
+// counts (`first_hold`, then every kHoldStep more), holds the cascade there until a stop that
+// the test requests has reached this thread: so each of the test's stops finds the cascade
+// under way, however the threads are scheduled.
+struct CascadeNode : brc::Object {
+  static constexpr std::string_view kTypeName = "CascadeNode";
+  static constexpr int kHoldStep = 2000;
+  struct Shared {
+    std::atomic<int> destroyed{0};
+    std::atomic<int> holds_reached{0};
+    int first_hold = 0;
+    int holds = 0;
+    std::atomic<bool> timed_out{false};
+  };
+  CascadeNode(Shared* s, int index) : s(s), index(index) {}
+  ~CascadeNode() {
+    int n = s->destroyed.fetch_add(1) + 1;
+    int k = (n - s->first_hold) / kHoldStep;
+    if (n < s->first_hold || (n - s->first_hold) % kHoldStep != 0 || k >= s->holds) return;
+    s->holds_reached.store(k + 1);
+    // Bounded: a library that never requests the stop fails the test, it does not hang it.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!brc::testing::StopRequestedForTesting()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        s->timed_out.store(true);
+        break;
+      }
+      std::this_thread::yield();
+    }
+  }
+  Shared* s;
+  int index;
+  brc::Ref<CascadeNode> left, right;
+};
+
+struct TrackedCascadeNode : CascadeNode {
+  static constexpr std::string_view kTypeName = "TrackedCascadeNode";
+  using CascadeNode::CascadeNode;
+  void Trace(brc::Visitor& v) const {
+    v.Visit(left);
+    v.Visit(right);
+  }
+  void Clear() {
+    left = nullptr;
+    right = nullptr;
+  }
+};
+
+template <class T>
+brc::Ref<CascadeNode> BuildCascadeTree(CascadeNode::Shared* s, int depth, int* next_index) {
+  brc::Ref<T> n = brc::Make<T>(s, (*next_index)++);
+  if (depth > 0) {
+    n->left = BuildCascadeTree<T>(s, depth - 1, next_index);
+    n->right = BuildCascadeTree<T>(s, depth - 1, next_index);
+  }
+  return n;
+}
+
+template <class T>
+brc::Ref<CascadeNode> BuildCascadeChain(CascadeNode::Shared* s, int n) {
+  brc::Ref<CascadeNode> head;
+  for (int i = n - 1; i >= 0; --i) {
+    brc::Ref<T> node = brc::Make<T>(s, i);
+    node->left = std::move(head);
+    head = std::move(node);
+  }
+  return head;
+}
+
+// Another thread drops `build`'s structure (`total` nodes) inside a brc::ParkableFrees scope; this thread runs `stops` stops of
+// the world (in `in_stop`: StopTheWorld or collections), each once the drop is held at its
+// next hold point. No stop may wait for the rest of the cascade: the dropper parks before its
+// next free. `in_stop` returns the frees counted by its last stop, with the world stopped.
+template <class Build, class InStop>
+void StopDuringCascade(int total, int stops, Build build, InStop in_stop) {
+  brc::ThreadScope attach;
+  CascadeNode::Shared s;
+  s.first_hold = 1000;
+  s.holds = stops;
+  std::atomic<bool> built{false}, drop{false};
+  std::thread dropper([&] {
+    brc::ThreadScope attach;
+    brc::Ref<CascadeNode> root = build(&s);
+    built.store(true);
+    {
+      brc::BlockingScope wait;  // must not hold up a collection the main thread runs meanwhile
+      while (!drop.load()) std::this_thread::yield();
+    }
+    {
+      brc::ParkableFrees parkable;
+      root = nullptr;  // the cascade
+    }
+    brc::Safepoint();
+  });
+  // This thread waits at safepoints: the dropper's destructors may stop the world themselves.
+  while (!built.load()) brc::Safepoint();
+  drop.store(true);
+  auto wait_for_hold = [&](int k) {
+    while (s.holds_reached.load() < k && !s.timed_out.load()) brc::Safepoint();
+  };
+  int destroyed_in_stop = in_stop(&s, wait_for_hold);
+  brc_test::JoinBlocking(dropper);
+  CHECK_FALSE(s.timed_out.load());
+  INFO("freed when the last stop held: " << destroyed_in_stop << " of " << total);
+  CHECK(destroyed_in_stop == s.first_hold + (stops - 1) * CascadeNode::kHoldStep);
+  CHECK(s.destroyed.load() == total);  // every node freed exactly once, after the stops too
+}
+
+// The frees counted with the world stopped; nothing more is freed while it stays stopped.
+int CountInStop(CascadeNode::Shared* s) {
+  brc::StopTheWorld stop;
+  int seen = s->destroyed.load();
+  for (int i = 0; i < 1000; ++i) std::this_thread::yield();
+  CHECK(s->destroyed.load() == seen);
+  return seen;
+}
+
+TEST_CASE("Inside ParkableFrees a stop does not wait for another thread's whole free cascade",
+          "[stw]") {
+  auto just_count = [](CascadeNode::Shared* s, auto wait_for_hold) {
+    wait_for_hold(1);
+    return CountInStop(s);
+  };
+  SECTION("a tree of leaf objects (recursive frees)") {
+    int next = 0;
+    StopDuringCascade(
+        (1 << 16) - 1, 1,
+        [&](CascadeNode::Shared* s) { return BuildCascadeTree<CascadeNode>(s, 15, &next); },
+        just_count);
+  }
+  SECTION("a chain of 200,000 leaf objects (deferred frees)") {
+    StopDuringCascade(
+        200000, 1,
+        [](CascadeNode::Shared* s) { return BuildCascadeChain<CascadeNode>(s, 200000); },
+        just_count);
+  }
+  // The dying nodes are no longer tracked, and the live ones they still reference count as
+  // referenced from outside: collections run while the dropper is parked collect nothing.
+  SECTION("a tree of tracked objects, young and full collections while the dropper is parked") {
+    brc_test::Manual manual;
+    int next = 0;
+    StopDuringCascade(
+        (1 << 16) - 1, 3,
+        [&](CascadeNode::Shared* s) {
+          return BuildCascadeTree<TrackedCascadeNode>(s, 15, &next);
+        },
+        [](CascadeNode::Shared* s, auto wait_for_hold) {
+          wait_for_hold(1);
+          CHECK(brc_test::Must(brc::CollectYoung()).collected == 0);
+          wait_for_hold(2);
+          CHECK(brc_test::Must(brc::Collect()).collected == 0);
+          wait_for_hold(3);
+          return CountInStop(s);
+        });
+  }
+  SECTION("a chain of 200,000 tracked objects (deferred frees), collected meanwhile") {
+    brc_test::Manual manual;
+    StopDuringCascade(
+        200000, 2,
+        [](CascadeNode::Shared* s) { return BuildCascadeChain<TrackedCascadeNode>(s, 200000); },
+        [](CascadeNode::Shared* s, auto wait_for_hold) {
+          wait_for_hold(1);
+          CHECK(brc_test::Must(brc::Collect()).collected == 0);
+          wait_for_hold(2);
+          return CountInStop(s);
+        });
+  }
+}
+
+// Destructors along the cascade that collect, stop the world themselves, open a nested
+// ParkableFrees and a BlockingScope, while the main thread's stops keep parking the dropper.
+struct ReentrantCascadeNode : CascadeNode {
+  static constexpr std::string_view kTypeName = "ReentrantCascadeNode";
+  using CascadeNode::CascadeNode;
+  void Trace(brc::Visitor& v) const {
+    v.Visit(left);
+    v.Visit(right);
+  }
+  void Clear() {
+    left = nullptr;
+    right = nullptr;
+  }
+  ~ReentrantCascadeNode() {
+    if (index % 997 != 0) return;
+    brc::ParkableFrees nested;
+    switch ((index / 997) % 4) {
+      case 0:
+        (void)brc::Collect();  // refused or run: either is fine, nothing may break
+        break;
+      case 1: {
+        brc::StopTheWorld stop;
+        break;
+      }
+      case 2: {
+        brc::BlockingScope blocking;
+        break;
+      }
+      default:
+        brc::Safepoint();
+    }
+  }
+};
+
+TEST_CASE("ParkableFrees with destructors that collect, stop the world and block", "[stw]") {
+  brc_test::Manual manual;
+  StopDuringCascade(
+      50000, 3,
+      [](CascadeNode::Shared* s) { return BuildCascadeChain<ReentrantCascadeNode>(s, 50000); },
+      [](CascadeNode::Shared* s, auto wait_for_hold) {
+        wait_for_hold(1);
+        CHECK(brc_test::Must(brc::Collect()).collected == 0);
+        wait_for_hold(2);
+        CHECK(brc_test::Must(brc::CollectYoung()).collected == 0);
+        wait_for_hold(3);
+        return CountInStop(s);
+      });
+}
+
+TEST_CASE("Without ParkableFrees a free cascade ends before its thread parks, so a lock held "
+          "across it cannot hold up a stop",
+          "[stw]") {
+  brc::ThreadScope attach;
+  constexpr int kTotal = 100000;
+  CascadeNode::Shared s;
+  s.first_hold = 1000;
+  s.holds = 1;
+  std::mutex table_mu;  // a user's lock, held across the drop
+  std::atomic<bool> locked{false}, done{false};
+  std::thread dropper([&] {
+    brc::ThreadScope attach;
+    brc::Ref<CascadeNode> root = BuildCascadeChain<CascadeNode>(&s, kTotal);
+    {
+      std::lock_guard<std::mutex> lock(table_mu);
+      locked.store(true);
+      root = nullptr;  // the cascade, under the lock
+    }
+    while (!done.load()) brc::Safepoint();
+  });
+  // An attached thread that waits for the lock without a BlockingScope: it can only park once
+  // the dropper let go of the lock, which it would never do if it parked inside the cascade.
+  std::thread waiter([&] {
+    brc::ThreadScope attach;
+    while (!locked.load()) std::this_thread::yield();
+    { std::lock_guard<std::mutex> lock(table_mu); }
+    while (!done.load()) brc::Safepoint();
+  });
+  while (s.holds_reached.load() < 1 && !s.timed_out.load()) std::this_thread::yield();
+  {
+    brc::StopTheWorld stop;
+    CHECK(s.destroyed.load() == kTotal);  // the whole cascade ran before the dropper parked
+  }
+  done.store(true);
+  dropper.join();
+  waiter.join();
+  CHECK_FALSE(s.timed_out.load());
+}
+
+TEST_CASE("ParkableFrees on a thread that is not attached does nothing", "[stw]") {
+  brc::ParkableFrees outer;
+  {
+    brc::ParkableFrees nested;
+    CHECK_FALSE(brc::IsAttached());
+  }
+  brc::ThreadScope attach;
+  brc::ParkableFrees inside;  // and inside an attached thread, with no stop pending: frees as usual
+  std::atomic<int> destroyed{0};
+  brc::Ref<brc_test::Counted> c = brc::Make<brc_test::Counted>(&destroyed);
+  c = nullptr;
+  CHECK(destroyed.load() == 1);
 }
 
 }  // namespace

@@ -42,6 +42,10 @@ std::size_t QueuedObjectsForTesting(uint32_t tid);
 // (lib/handoff.cc) for its next safepoint; 0 on a thread that is not attached.
 std::size_t HandoffBufferedForTesting();
 
+// Whether a stop of the world is waiting for the calling thread to park (it will at its next
+// safepoint, or before its next free); false on a thread that is not attached.
+bool StopRequestedForTesting() noexcept;
+
 // Returns the calling (attached) thread's merge-queue memory to the allocator, so that the next
 // object queued to it needs a fresh allocation (to test what happens when that fails).
 void ReleaseQueueMemoryForTesting();

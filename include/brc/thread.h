@@ -66,6 +66,23 @@ class BlockingScope {
   bool active_;
 };
 
+// RAII: inside the scope, the calling thread's frees honour a pending stop of the world. A
+// long free cascade (the last reference to a big tree or list dropped at once) reaches no
+// safepoint, so a stop requested meanwhile (another thread's collection, say) waits for the
+// whole cascade; inside this scope the thread instead parks before the next destructor it
+// runs, as if that destructor had called Safepoint() first. Use it only around code that holds
+// no lock another attached thread may wait for outside a BlockingScope: parked while holding
+// it, this thread would keep that thread from parking and the stop from ever completing.
+// (A free that runs a queue drain still completes the drain first.) Nests; no effect on a
+// thread that is not attached.
+class ParkableFrees {
+ public:
+  ParkableFrees() noexcept;
+  ~ParkableFrees();
+  ParkableFrees(const ParkableFrees&) = delete;
+  ParkableFrees& operator=(const ParkableFrees&) = delete;
+};
+
 namespace detail {
 inline constexpr uint32_t kPendingMerge = 1u << 0;
 void SafepointSlow() noexcept;
