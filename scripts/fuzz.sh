@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds brc's libFuzzer target (tests/fuzz/brc_fuzz.cc) with clang, ASan+UBSan and BRC_DEBUG in
+# Builds brc's libFuzzer target brc_fuzz (tests/fuzz/) with clang, ASan+UBSan and BRC_DEBUG in
 # build/fuzz, replays the checked-in corpus (tests/fuzz/corpus/), then fuzzes for a bounded time.
 # Exits non-zero on any crash, failed model check, leak or timeout, and prints how to reproduce.
 #
