@@ -10,6 +10,14 @@
 //   BM_Pair/brc_immortal the same on an immortal object
 //   BM_Pair/brc_ref      copy + destroy a brc::Ref held by the owner (vs BM_Pair/shared_ptr)
 //   .../threads:2      one counter hammered from both cores (CPU column = per thread)
+//   BM_BranchProbe/taken:1 and /taken:3 (x86-64): 1000 turns of a loop with one, or three,
+//                      taken branches per turn and nothing else. Not brc: a probe of the core's
+//                      front end. Loops bound by taken branches (an immortal pair takes three
+//                      per iteration, per-thread counting five) run at one speed on a quiet core
+//                      and up to twice slower, in phases, while another virtual machine keeps
+//                      the core's other hardware thread busy; the owner's pair (one taken
+//                      branch, bound by its store) barely moves. The report prints the probe
+//                      beside the rows that move with it.
 // Every contender uses the same discipline: the object is reached through a pointer the
 // compiler cannot see through (Opaque() once: see its comment), and a compiler barrier
 // (benchmark::ClobberMemory) follows each increment and each decrement, so that every operation
@@ -291,6 +299,59 @@ void BM_BrcImmortal(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_BrcImmortal)->Name("BM_Pair/brc_immortal");
+
+#if defined(__x86_64__)
+// The front-end probe (see the top of the file). `turns` turns of: load, compare, a taken
+// branch (`taken` 3: twice more), then the loop's own taken branch; the shape of an immortal
+// pair with the counting removed.
+template <int kTaken>
+void BranchTurns(const uint64_t* word, int64_t turns) {
+  if constexpr (kTaken == 3) {
+    asm volatile(
+        "1:\n\t"
+        "mov (%[w]), %%rax\n\t"
+        "cmp $1, %%rax\n\t"
+        "jae 2f\n\t"
+        "nop\n\t"
+        "2:\n\t"
+        "mov (%[w]), %%rax\n\t"
+        "cmp $1, %%rax\n\t"
+        "jae 3f\n\t"
+        "nop\n\t"
+        "3:\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        : [n] "+r"(turns)
+        : [w] "r"(word)
+        : "rax", "cc", "memory");
+  } else {
+    asm volatile(
+        "1:\n\t"
+        "mov (%[w]), %%rax\n\t"
+        "cmp $1, %%rax\n\t"
+        "jb 2f\n\t"
+        "mov (%[w]), %%rax\n\t"
+        "cmp $1, %%rax\n\t"
+        "jb 2f\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b\n\t"
+        "2:\n\t"
+        : [n] "+r"(turns)
+        : [w] "r"(word)
+        : "rax", "cc", "memory");
+  }
+}
+
+template <int kTaken>
+void BM_BranchProbe(benchmark::State& state) {
+  static const uint64_t word = 2;  // >= 1: every compare sends its branch the same way
+  const uint64_t* w = Opaque(&word);
+  for (auto _ : state) BranchTurns<kTaken>(w, 1000);
+  state.SetItemsProcessed(state.iterations() * 1000);
+}
+BENCHMARK(BM_BranchProbe<1>)->Name("BM_BranchProbe/taken:1");
+BENCHMARK(BM_BranchProbe<3>)->Name("BM_BranchProbe/taken:3");
+#endif
 
 void BM_BrcRefCopy(benchmark::State& state) {
   brc::ThreadScope attach;

@@ -1049,6 +1049,27 @@ class Report:
         self.lines.extend(lines)
 
     # -- header ---------------------------------------------------------------------------
+
+    def branch_probe_line(self):
+        """The front-end probe (BM_BranchProbe, bench/refcount_benchmark.cc): how much slower a
+        loop turn with three taken branches ran than one with one, over the run's repetitions.
+        Rows bound by taken branches (the immortal pair, per-thread counting) move with it."""
+        one = self.bench.get("BM_BranchProbe/taken:1")
+        three = self.bench.get("BM_BranchProbe/taken:3")
+        if one is None or three is None:
+            return
+        s1, s3 = one.time_ns, three.time_ns
+        if not s1.median or s3.median is None:
+            return
+        def turn(st):
+            return st.scaled(1.0 / 1000)
+        self.w("- Front-end probe (`BM_BranchProbe`, not brc), ns per loop turn (spread over the "
+               "repetitions): three taken branches per turn %s, one taken branch %s, ratio %s×. "
+               "The ratio is lowest on a quiet core; while the core's other hardware thread is "
+               "busy (another virtual machine, on a cloud host) the three-branch loop slows up to "
+               "twice, in phases, and so do the rows bound by taken branches: the immortal pair "
+               "and per-thread counting."
+               % (cell(turn(s3)), cell(turn(s1)), num(s3.median / s1.median)))
     def header(self):
         a, ctx = self.args, self.bench.context
         self.w("# brc benchmark report", "")
@@ -1078,6 +1099,7 @@ class Report:
         if ctx.get("load_avg"):
             self.w("- Load average when the run started: %s"
                    % ", ".join("%.2f" % v for v in ctx["load_avg"]))
+        self.branch_probe_line()
         self.w("", "## Build", "")
         if self.build is None:
             self.w("- Build information: not available (%s)." % self.build_why)
