@@ -424,17 +424,9 @@ TEST_CASE("Inside ParkableFrees a stop does not wait for another thread's whole 
 
 // Destructors along the cascade that collect, stop the world themselves, open a nested
 // ParkableFrees and a BlockingScope, while the main thread's stops keep parking the dropper.
-struct ReentrantCascadeNode : CascadeNode {
+struct ReentrantCascadeNode : TrackedCascadeNode {
   static constexpr std::string_view kTypeName = "ReentrantCascadeNode";
-  using CascadeNode::CascadeNode;
-  void Trace(brc::Visitor& v) const {
-    v.Visit(left);
-    v.Visit(right);
-  }
-  void Clear() {
-    left = nullptr;
-    right = nullptr;
-  }
+  using TrackedCascadeNode::TrackedCascadeNode;
   ~ReentrantCascadeNode() {
     if (index % 997 != 0) return;
     brc::ParkableFrees nested;
