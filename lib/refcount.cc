@@ -33,6 +33,7 @@
 #include "gc_heap.h"
 #include "merge_queue.h"
 #include "per_thread.h"
+#include "stop_the_world.h"
 #include "thread_state.h"
 #include "weak_table.h"
 
@@ -81,8 +82,9 @@ BRC_ALWAYS_INLINE void HonourStopRequest() noexcept {
   if (BRC_LIKELY(t_parkable_frees == 0)) return;
   std::atomic<uint32_t>* pending = tls_pending;
   // Relaxed: the bit only says "look"; ParkIfStopped reads the stop's state under its mutex.
+  // Never on the thread holding the world stopped: no stop can be waiting for it then.
   if (pending != nullptr && BRC_UNLIKELY(pending->load(std::memory_order_relaxed) & kPendingStop) &&
-      t_draining == 0) {
+      t_draining == 0 && !ThisThreadStoppedTheWorld()) {
     SafepointSlow();
   }
 }

@@ -8,6 +8,7 @@
 #include "no_destroy.h"
 #include "thread_state.h"
 
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -189,6 +190,11 @@ void LeavingAttachedUnderLock(ThreadState* ts) {
   std::lock_guard<std::mutex> lock(w.mu);
   if (ts->stop_counted) {
     ts->stop_counted = false;
+    // The stop no longer waits for this thread: its bit goes too (relaxed, under ts->mu like
+    // the requester's fetch_or). Left set, it would announce a stop to nobody: a free inside
+    // brc::ParkableFrees under this thread's own later stop ran safepoint work there (merge
+    // passes freeing objects with the world held stopped; found by review).
+    ts->pending.fetch_and(~kPendingStop, std::memory_order_relaxed);
     // Relaxed: under w.mu, which the requester takes before it relies on the count.
     if (w.remaining.fetch_sub(1, std::memory_order_relaxed) == 1) w.all_parked.notify_one();
   }
@@ -232,7 +238,15 @@ void ParkIfStopped(ThreadState* ts) {
 }
 
 unsigned MachineCores() noexcept {
-  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  static const unsigned cores = [] {
+    // The CPUs this process may run on (taskset, cpusets), not every CPU of the machine.
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+      return std::max(1u, static_cast<unsigned>(CPU_COUNT(&set)));
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+  }();
   return cores;
 }
 

@@ -212,7 +212,7 @@ bool SpinBriefly(Done done) {
     if ((i & 63) == 0 && std::chrono::steady_clock::now() - start >= kStopSpin) return done();
   }
 }
-// The machine's cores (std::thread::hardware_concurrency, at least 1), read once.
+// The CPUs this process may run on (its affinity mask at the first call; at least 1).
 unsigned MachineCores() noexcept;
 // Called by a thread leaving kAttached (to kBlocked or kExited), with ts->mu held: if the
 // running stop counted it, it no longer waits for it (wakes the requester when it was last).

@@ -211,7 +211,7 @@ TEST_CASE("Probe a ParkableFrees free on the thread holding the world stopped af
 // world is waiting for the calling thread to park": inside its own stop nobody waits for it.
 TEST_CASE("Probe StopRequestedForTesting is false inside the caller's own stop after it "
           "waited for another",
-          "[stw-probe][!mayfail]") {
+          "[stw-probe]") {
   BRC_TEST_SEED(seed);
   brc::ThreadScope attach;
   std::atomic<bool> ready{false}, done{false}, timed_out{false};
@@ -267,7 +267,7 @@ struct StopNoting : brc::Object {
 // ParkableFrees they run at the thread's next safepoint, after the stop.
 TEST_CASE("Probe a stale stop bit does not run other objects' destructors inside the "
           "caller's own stop",
-          "[stw-probe][!mayfail]") {
+          "[stw-probe]") {
   BRC_TEST_SEED(seed);
   brc::ThreadScope attach;
   brc::PerThreadConfig config;
