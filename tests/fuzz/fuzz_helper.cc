@@ -4,7 +4,10 @@
 // (HelperStep) give it references, take them back, drop them (and Lock() WeakRefs at once after),
 // make and link objects on it, make and Lock() WeakRefs there, collect, freeze and unfreeze from
 // it, read every reference count from it, or replace it with a new thread (kHRestart: what it
-// owned is orphaned, its per-thread slots spilled into the shared words).
+// owned is orphaned, its per-thread slots spilled into the shared words). A parkable drop
+// (kHDrop with the lock byte kParkDropByte, HelperParkDrop) overlaps the two threads on purpose:
+// the helper drops a slot inside brc::ParkableFrees and holds at a chosen destructor of the
+// cascade (MaybeHoldForStop) until the fuzz thread's collection or StopTheWorld waits for it.
 //
 // The fuzz thread waits for each helper command inside a BlockingScope (so the helper merges on
 // its behalf), or polling Safepoint() (objects the helper drops are queued to it and freed when
@@ -19,7 +22,9 @@
 // MergePerThreadCounts) is waited for blocking while objects are counted per thread: a polling
 // fuzz thread would drain what the helper's frees queue to it while the helper's pass runs,
 // and whether that pass or a later one frees what those drains leave in limbo is timing.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -53,7 +58,7 @@ Helper::~Helper() {
   }
 }
 
-void Helper::Run(Wait wait, std::function<void()> fn) {
+void Helper::Start(std::function<void()> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     cmd_ = std::move(fn);
@@ -61,6 +66,22 @@ void Helper::Run(Wait wait, std::function<void()> fn) {
     done_.store(false, std::memory_order_relaxed);
   }
   cv_.notify_all();
+}
+
+bool Helper::FinishWithin(std::chrono::milliseconds limit) {
+  bool done;
+  {
+    brc::BlockingScope blocking;
+    std::unique_lock<std::mutex> lock(mu_);
+    done = cv_.wait_for(lock, limit, [&] { return done_.load(std::memory_order_relaxed); });
+  }
+  // Pairs with the helper's release store: what the command wrote is visible from here.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return done;
+}
+
+void Helper::Run(Wait wait, std::function<void()> fn) {
+  Start(std::move(fn));
   switch (wait) {
     case Wait::kBlocking: {
       brc::BlockingScope blocking;
@@ -220,11 +241,20 @@ void Run::HelperRefStep(int op) {
   }
 }
 
+// The lock byte of kHDrop that asks for a parkable drop (HelperParkDrop) instead: with neither
+// Lock() asked for (bits 0 and 1 clear) the other bits were never read, and no input of the
+// checked-in corpus used this value.
+constexpr uint8_t kParkDropByte = 0xFC;
+
 // The helper drops a slot's reference; optionally Lock()s at once, there and here.
 void Run::HelperDrop() {
   Helper& hp = *g_helper;
   int h = in_.Index(kHelperSlots);
   uint8_t lock_byte = in_.Byte();
+  if (lock_byte == kParkDropByte) {
+    HelperParkDrop(h);
+    return;
+  }
   Wait wait = ReadWait(false);
   // Optionally, right after the drop (the dropped object may now sit in this thread's
   // queue with a count of 0): the helper Lock()s weak[w] into slot h, and/or this thread
@@ -263,6 +293,128 @@ void Run::HelperDrop() {
     FUZZ_CHECK((got != nullptr) == alive,
                "weak %d (to #%d) Lock() before the safepoint gave %p, model: %s", w2, t,
                (void*)got.get(), alive ? "alive" : "dead");
+  }
+  Settle();
+}
+
+// ---- a parkable drop ----
+
+namespace {
+// The hold's state: the helper's countdown to the destructor that holds (thread-local: only
+// the helper's own frees count), and what the fuzz thread reads: reset by the fuzz thread
+// while the helper is idle, then written by the helper only (release/acquire below).
+thread_local int t_hold_countdown = 0;
+std::atomic<bool> g_hold_reached{false};
+std::atomic<bool> g_hold_timed_out{false};
+constexpr std::chrono::seconds kHoldLimit{5};
+}  // namespace
+
+void MaybeHoldForStop() {
+  if (t_hold_countdown == 0 || --t_hold_countdown != 0) return;
+  // Release: the fuzz thread's acquire load then sees the frees counted before the hold.
+  g_hold_reached.store(true, std::memory_order_release);
+  auto deadline = std::chrono::steady_clock::now() + kHoldLimit;
+  while (!brc::testing::StopRequestedForTesting()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      // Relaxed: read after the fuzz thread has waited for the command to finish.
+      g_hold_timed_out.store(true, std::memory_order_relaxed);
+      return;
+    }
+    std::this_thread::yield();
+  }
+}
+
+// kHDrop with the lock byte kParkDropByte: the helper drops slot h inside brc::ParkableFrees,
+// and its k-th destructor of the cascade (k from the input) holds until a stop of the world
+// waits for it; the fuzz thread meanwhile runs CollectYoung(), Collect() or a StopTheWorld
+// (from the input), and the helper then finishes the cascade. The objects dying (the model's
+// Settle of the drop) leave the collector's view as their frees begin, and what they still
+// reference counts as referenced from outside: so the collection collects exactly what the
+// model collects both before the drop and after it, whenever those agree; where they differ
+// (what the dying objects alone keep alive), how far the cascade got decides, and a
+// StopTheWorld runs instead. In that stop nothing may be freed. Afterwards every dying object
+// is freed once (Check). Only with no object counted per thread (whether a pass folds one in
+// limbo before or after the helper's decrement would be timing).
+void Run::HelperParkDrop(int h) {
+  Helper& hp = *g_helper;
+  uint8_t kb = in_.Byte();
+  int what = in_.Index(3);
+  static const char* const kWhat[] = {"CollectYoung()", "Collect()", "a StopTheWorld"};
+  int id = helper_m_[h];
+  bool pool = PoolLive() > 0;
+  Trace("helper drops slot[%d] inside ParkableFrees; this thread runs %s during the cascade%s",
+        h, kWhat[what], id < 0 ? " (skipped: empty)" : pool ? " (skipped: per-thread)" : "");
+  if (id < 0 || pool) return;
+  bool young = what == 0, collect = what < 2;
+  bool acyclic = collect && ModelAcyclic(young);
+  std::vector<int> before_drop = collect ? Unreachable(young) : std::vector<int>{};
+  std::vector<bool> was_dead;
+  for (const Rec& r : recs_) was_dead.push_back(r.dead);
+  helper_m_[h] = -1;
+  Settle();
+  std::vector<int> dying;
+  for (const Rec& r : recs_) {
+    if (r.dead && !was_dead[r.id]) dying.push_back(r.id);
+  }
+  if (collect && Unreachable(young) != before_drop) {
+    Trace("  (what the drop leaves unreachable depends on the cascade's progress: a "
+          "StopTheWorld instead)");
+    collect = false;
+  }
+  int k = 1 + kb % std::max<int>(1, static_cast<int>(dying.size()));
+  Trace("  (%zu objects die; the helper's free number %d holds)", dying.size(), k);
+  auto destroyed = [&] {
+    int n = 0;
+    for (int d : dying) n += R(d).destroyed.load(std::memory_order_relaxed);
+    return n;
+  };
+  // Relaxed: the helper is idle; handing it the command (under its mutex) publishes these.
+  g_hold_reached.store(false, std::memory_order_relaxed);
+  g_hold_timed_out.store(false, std::memory_order_relaxed);
+  uint64_t passes = ThreadPasses();
+  hp.Start([&hp, h, k] {
+    t_hold_countdown = k;
+    {
+      brc::ParkableFrees parkable;
+      hp.slot[h] = nullptr;
+    }
+    t_hold_countdown = 0;
+  });
+  // No safepoint here: the helper's frees never stop the world, and this thread's queue
+  // (what the helper drops of its objects) waits for the collection's stop.
+  auto deadline = std::chrono::steady_clock::now() + kHoldLimit;
+  while (!g_hold_reached.load(std::memory_order_acquire) && !hp.Done()) {
+    FUZZ_CHECK(std::chrono::steady_clock::now() < deadline,
+               "the helper's parkable drop neither held nor finished within 5 s");
+    std::this_thread::yield();
+  }
+  brc::CollectorStats before = brc::GetCollectorStats();
+  absl::StatusOr<brc::CollectResult> res;
+  if (collect) {
+    res = young ? brc::CollectYoung() : brc::Collect();
+  } else {
+    brc::StopTheWorld stop;
+    int seen = destroyed();
+    for (int i = 0; i < 100; ++i) std::this_thread::yield();
+    FUZZ_CHECK(destroyed() == seen, "a dying object was freed with the world stopped");
+  }
+  FUZZ_CHECK(hp.FinishWithin(std::chrono::seconds(10)),
+             "the helper's parkable drop did not finish within 10 s");
+  passes_run_ += ThreadPasses() - passes;
+  FUZZ_CHECK(!g_hold_timed_out.load(std::memory_order_relaxed),
+             "the helper's held destructor saw no stop requested within 5 s");
+  // Relaxed: the command has finished (FinishWithin's fence).
+  bool held = g_hold_reached.load(std::memory_order_relaxed);
+  Trace("  (the helper held: %s)", held ? "yes" : "no, it ran fewer frees");
+  if (collect) {
+    FUZZ_CHECK(res.ok(), "%s during the cascade failed: %s", kWhat[what],
+               res.status().ToString().c_str());
+    FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
+               "CollectResult::kind is not the kind asked for");
+    CheckAcyclicResult(before, young, res->acyclic, acyclic);
+    Safepoint();
+    Collected c = ModelCollect(young);
+    CheckCollectResult(*res, c);
   }
   Settle();
 }

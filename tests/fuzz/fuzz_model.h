@@ -11,7 +11,7 @@
 //   fuzz_model.cc       the model's reference counts, deaths and collections
 //   fuzz_steps.cc       the fuzz thread's own operations (Step, which dispatches every opcode)
 //   fuzz_helper.cc      the helper thread, the fuzz thread's ways of waiting for it, and the
-//                       operations it runs (HelperStep)
+//                       operations it runs (HelperStep; a parkable drop during a collection)
 //   fuzz_per_thread.cc  per-thread counting (brc/hot.h): its model (limbo, merge passes) and its
 //                       operations (ExtStep: the opcode bytes kExtBase..255)
 //   fuzz_acyclic.cc     the model of CollectResult::acyclic and of brc's schedule for the check
@@ -22,6 +22,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -231,6 +232,13 @@ class Helper {
 
   // Runs `fn` on the helper and waits for it to finish.
   void Run(Wait wait, std::function<void()> fn);
+  // Run in two halves, for a command that overlaps what the fuzz thread does meanwhile
+  // (HelperParkDrop): Start hands `fn` over and returns at once; Done says whether it has
+  // finished; FinishWithin waits for that inside a BlockingScope, false after `limit`.
+  void Start(std::function<void()> fn);
+  // Acquire: pairs with the helper's release store, so what the command wrote is visible.
+  bool Done() const { return done_.load(std::memory_order_acquire); }
+  bool FinishWithin(std::chrono::milliseconds limit);
 
   // Touched only by commands (on the helper) and by the fuzz thread while the helper is idle.
   brc::Ref<FzObject> slot[kHelperSlots];
@@ -249,6 +257,11 @@ class Helper {
 
 extern Helper* g_helper;  // the current helper; replaced by kHRestart
 void StopHelperAtExit();
+
+// The hold of a parkable drop (HelperParkDrop, fuzz_helper.cc): while the helper's countdown
+// runs, its n-th fuzz-object destructor (OnDestroy) holds there until a stop of the world
+// waits for the helper (brc::testing::StopRequestedForTesting), for at most a few seconds.
+void MaybeHoldForStop();
 
 // ---- the input ----
 
@@ -374,6 +387,7 @@ class Run {
   void HelperStep(int op);
   void HelperRefStep(int op);
   void HelperDrop();
+  void HelperParkDrop(int h);
   void HelperObjectStep(int op);
   void HelperCollectStep(int op);
 

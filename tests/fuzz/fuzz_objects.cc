@@ -1,7 +1,8 @@
 // fuzz_objects.cc: the fuzz objects' side of brc_fuzz. What brc calls on them, run on whichever
 // thread frees, clears or finalizes the object: the destructor checks the object's magic and
-// counts (OnDestroy), Clear() and Finalize() count their calls, and a resurrecting finalizer
-// stores a new reference in the run's resurrection list. The weak callbacks' bodies (count their
+// counts (OnDestroy; in a parkable drop the chosen one then holds for a stop, fuzz_helper.cc),
+// Clear() and Finalize() count their calls, and a resurrecting finalizer stores a new
+// reference in the run's resurrection list. The weak callbacks' bodies (count their
 // runs, hold and drop a reference, or check from inside that their target reads expired). And
 // how the fuzzer makes objects and WeakRefs (Run::MakeInto, Run::MakeWeak): the model records
 // each one; a tracked Make may run an automatic collection before it constructs, which the
@@ -22,6 +23,7 @@ void OnDestroy(FzObject* ob) {
   if (ob->magic != kMagic) Fail("destructor on an object whose magic is gone (%p)", (void*)ob);
   ob->rec->destroyed.fetch_add(1, std::memory_order_relaxed);
   ob->magic = 0;
+  MaybeHoldForStop();  // a parkable drop's chosen destructor (fuzz_helper.cc)
 }
 
 void OnClear(FzObject* ob) { ob->rec->clears.fetch_add(1, std::memory_order_relaxed); }
