@@ -71,12 +71,13 @@ enum class Call {
   kGetReferrers,      // brc::GetReferrers of an object with one referrer
   kFreeze,            // brc::Freeze() and Unfreeze()
   kMakeImmortal,      // brc::MakeImmortal of another object
+  kParkableFrees,     // drop a 100-object chain inside brc::ParkableFrees, a stop pending
 };
-constexpr int kCalls = 14;
+constexpr int kCalls = 15;
 constexpr std::array<const char*, kCalls> kCallNames = {
     "Make",          "drop last ref", "WeakRef + Lock",   "WeakRef to self", "ThreadScope",
     "BlockingScope", "Safepoint",     "Collect",          "StopTheWorld",    "SetAllocator",
-    "ReleaseFreeMemory", "GetReferrers", "Freeze",        "MakeImmortal"};
+    "ReleaseFreeMemory", "GetReferrers", "Freeze",        "MakeImmortal",    "ParkableFrees"};
 
 // Where user code runs.
 enum class Hook {
@@ -157,97 +158,97 @@ constexpr const char* kCollectorWalking = "holds the world stopped for a collect
 
 // Columns: Make, drop last ref, WeakRef + Lock, WeakRef to self, ThreadScope, BlockingScope,
 // Safepoint, Collect, StopTheWorld, SetAllocator, ReleaseFreeMemory, GetReferrers, Freeze,
-// MakeImmortal (the order of Call).
+// MakeImmortal, ParkableFrees (the order of Call).
 const std::vector<Row>& Rows() {
   static const std::vector<Row> rows = {
       {Hook::kConstructor, Path::kOwner, "constructor", "Make of a leaf type",
-       {W, W, W, W, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, W, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kConstructor, Path::kOwnerTracked, "constructor", "Make of a tracked type",
-       {W, W, W, W, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, W, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
 
       {Hook::kDestructor, Path::kOwner, "destructor", "owner drops the last reference",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kDrainSafepoint, "destructor", "queue drain at Safepoint()",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kDrainBlocking, "destructor", "queue drain entering a BlockingScope",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kDrainDetach, "destructor", "queue drain at ThreadScope end",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kDrainExit, "destructor", "queue drain at thread exit",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kOnBehalf, "destructor", "a drop merged for a blocked owner",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kDestructor, Path::kCollectOwn, "destructor", "Collect() frees own garbage",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W, W}},
       {Hook::kDestructor, Path::kCollectOther, "destructor", "Collect() frees a blocked thread's garbage",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W, W}},
       {Hook::kDestructor, Path::kAutoCollect, "destructor", "automatic collection inside Make",
-       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W}},
+       {W, W, W, Fatal(kZeroIncref), W, W, W, FP(kNested), W, FP(kAlive), W, W, FP(kNested), W, W}},
 
       {Hook::kFinalize, Path::kCollectOwn, "Finalize()", "Collect() of own garbage",
-       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W}},
+       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W, W}},
       {Hook::kFinalize, Path::kCollectOther, "Finalize()", "Collect() of a blocked thread's garbage",
-       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W}},
+       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W, W}},
       {Hook::kFinalize, Path::kAutoCollect, "Finalize()", "automatic collection inside Make",
-       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W}},
+       {W, W, W, W, W, W, W, FP("from Finalize()"), W, FP(kAlive), W, W, FP("from Finalize()"), W, W}},
 
       {Hook::kClear, Path::kCollectOwn, "Clear()", "Collect() of own garbage",
-       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W}},
+       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W, W}},
       {Hook::kClear, Path::kCollectOther, "Clear()", "Collect() of a blocked thread's garbage",
-       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W}},
+       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W, W}},
       {Hook::kClear, Path::kAutoCollect, "Clear()", "automatic collection inside Make",
-       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W}},
+       {W, W, W, W, W, W, W, FP("from Clear()"), W, FP(kAlive), W, W, FP("from Clear()"), W, W}},
 
       {Hook::kWeakCallback, Path::kOwner, "weak callback", "owner drops the last reference",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kDrainSafepoint, "weak callback", "queue drain at Safepoint()",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kDrainBlocking, "weak callback", "queue drain entering a BlockingScope",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kDrainDetach, "weak callback", "queue drain at ThreadScope end",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kDrainExit, "weak callback", "queue drain at thread exit",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kOnBehalf, "weak callback", "a drop merged for a blocked owner",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kWeakCallback, Path::kCollectOwn, "weak callback", "Collect() of own garbage",
        {W, W, W, NA, W, W, W, FP("from a weak-reference callback"), W, FP(kAlive), W, W,
-        FP("from a weak-reference callback"), W}},
+        FP("from a weak-reference callback"), W, W}},
       {Hook::kWeakCallback, Path::kCollectOther, "weak callback", "Collect() of a blocked thread's garbage",
        {W, W, W, NA, W, W, W, FP("from a weak-reference callback"), W, FP(kAlive), W, W,
-        FP("from a weak-reference callback"), W}},
+        FP("from a weak-reference callback"), W, W}},
       {Hook::kWeakCallback, Path::kAutoCollect, "weak callback", "automatic collection inside Make",
        {W, W, W, NA, W, W, W, FP("from a weak-reference callback"), W, FP(kAlive), W, W,
-        FP("from a weak-reference callback"), W}},
+        FP("from a weak-reference callback"), W, W}},
 
       {Hook::kCollectCallback, Path::kCollectStart, "collection callback", "Collect(), kStart",
        {W, W, W, NA, W, W, W, FP("from a collection callback"), W, FP(kAlive), W, W,
-        FP("from a collection callback"), W}},
+        FP("from a collection callback"), W, W}},
       {Hook::kCollectCallback, Path::kCollectStop, "collection callback", "Collect(), kStop",
        {W, W, W, NA, W, W, W, FP("from a collection callback"), W, FP(kAlive), W, W,
-        FP("from a collection callback"), W}},
+        FP("from a collection callback"), W, W}},
       {Hook::kCollectCallback, Path::kAutoCollect, "collection callback", "automatic collection inside Make",
        {W, W, W, NA, W, W, W, FP("from a collection callback"), W, FP(kAlive), W, W,
-        FP("from a collection callback"), W}},
+        FP("from a collection callback"), W, W}},
 
       {Hook::kWatchdog, Path::kStopping, "stop watchdog handler", "StopTheWorld, a thread late",
        {W, W, W, NA, W, W, W, FP(kStopped), Fatal(kStopsNest), FP(kWatchdogRefused), W,
-        Fatal(kWatchdogRefused), FP(kStopped), W}},
+        Fatal(kWatchdogRefused), FP(kStopped), W, W}},
 
       {Hook::kAllocate, Path::kAllocObject, "Allocator::Allocate", "an object's memory (Make)",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kAllocate, Path::kAllocPage, "Allocator::Allocate", "a collector page (Make, tracked)",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kAllocate, Path::kAllocQueue, "Allocator::Allocate", "merge-queue memory (a drop)",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
       {Hook::kAllocate, Path::kAllocCollector, "Allocator::Allocate", "the collector's lists (world stopped)",
        {W, W, W, NA, W, W, W, FP(kStopped), Fatal(kStopsNest), FP(kAlive), W,
-        Fatal(kCollectorWalking), FP(kStopped), W}},
+        Fatal(kCollectorWalking), FP(kStopped), W, W}},
       {Hook::kDeallocate, Path::kFreeCollector, "Allocator::Deallocate", "the collector's lists (world stopped)",
        {W, W, W, NA, W, W, W, FP(kStopped), Fatal(kStopsNest), FP(kAlive), W,
-        Fatal(kCollectorWalking), FP(kStopped), W}},
+        Fatal(kCollectorWalking), FP(kStopped), W, W}},
       {Hook::kDeallocate, Path::kDeallocObject, "Allocator::Deallocate", "an object's memory (a drop)",
-       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W}},
+       {W, W, W, NA, W, W, W, W, W, FP(kAlive), W, W, W, W, W}},
   };
   return rows;
 }
@@ -327,6 +328,20 @@ struct Node : brc::Object {
   brc::Ref<Node> next;
 };
 
+// A link of kParkableFrees's chain: its destructor frees the next link, so one drop of the
+// head frees the whole chain in one cascade.
+struct ChainLink : brc::Object {
+  static constexpr std::string_view kTypeName = "reentrancy::ChainLink";
+  explicit ChainLink(std::atomic<int>* destroyed) : destroyed(destroyed) {}
+  ~ChainLink() { destroyed->fetch_add(1); }
+  void Trace(brc::Visitor& v) const { v.Visit(next); }
+  void Clear() { next = nullptr; }
+  Life life;
+  std::atomic<int>* destroyed;
+  brc::Ref<ChainLink> next;
+};
+constexpr int kChainLength = 100;
+
 // What the calls act on, made by the thread that will run the hook, before it runs.
 struct Prepared {
   std::atomic<int> victim_destroyed{0};
@@ -335,7 +350,16 @@ struct Prepared {
   brc::Ref<Node> holder = brc::Make<Node>();
   brc::Ref<Node> target = brc::Make<Node>();
   brc::Ref<Leaf> immortal = brc::Make<Leaf>(&g->immortal_destroyed);
-  Prepared() { holder->next = target; }
+  std::atomic<int> chain_destroyed{0};
+  brc::Ref<ChainLink> chain;  // kChainLength links; this is the only reference to the head
+  Prepared() {
+    holder->next = target;
+    for (int i = 0; i < kChainLength; ++i) {
+      brc::Ref<ChainLink> link = brc::Make<ChainLink>(&chain_destroyed);
+      link->next = std::move(chain);
+      chain = std::move(link);
+    }
+  }
 };
 
 void Prepare() { g->prep = std::make_unique<Prepared>(); }
@@ -356,6 +380,55 @@ void CheckStatus(const absl::Status& s) {
       break;
     default:
       break;
+  }
+}
+
+// kParkableFrees: drops the last reference to the prepared chain inside a ParkableFrees scope.
+// Where it can, it first has a helper thread request a stop of the world and waits until the
+// request waits for this thread, so that the cascade's first free must park; the helper's stop
+// completing before the drop returns shows that it did. It cannot where this thread holds the
+// world stopped (a collection, the allocator under one: the poll is skipped there) or is itself
+// requesting a stop (the watchdog handler): a second stop waits for that one to end.
+void DropChainParkable(Prepared& p) {
+  bool arrange = brc::IsAttached() && !brc::IsWorldStoppedByThisThread() &&
+                 g->row->hook != Hook::kWatchdog;
+  std::atomic<bool> stopped{false};
+  std::thread helper;
+  if (arrange) {
+    helper = std::thread([&] {
+      brc::ThreadScope attach;
+      brc::StopTheWorld stop;
+      stopped.store(true);
+    });
+    // No safepoint meanwhile: this thread must still be unparked when the cascade starts.
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kWaitSeconds);
+    while (!brc::testing::StopRequestedForTesting() && std::chrono::steady_clock::now() < end) {
+      std::this_thread::yield();
+    }
+    Check(brc::testing::StopRequestedForTesting(), "the helper's stop waits for this thread");
+  }
+  {
+    brc::ParkableFrees parkable;
+    p.chain = nullptr;
+  }
+  // A hook that runs inside a free (a destructor, a weak callback, Deallocate) is already some
+  // frees deep: frees past 64 deep wait for the outermost free (bounded stack, lib/refcount.cc),
+  // so part of the chain is freed after the hook returns; RunCellInChild checks the whole.
+  bool inside_free = g->row->hook == Hook::kDestructor || g->row->hook == Hook::kWeakCallback ||
+                     g->row->hook == Hook::kDeallocate;
+  int freed = p.chain_destroyed.load();
+  Check(inside_free ? freed > 0 : freed == kChainLength,
+        "the chain's cascade ran (" + std::to_string(freed) + " of " +
+            std::to_string(kChainLength) + " links freed in the hook)");
+  // Inside a queue drain the thread parks only once the drain is complete (its next safepoint;
+  // here the BlockingScope of the join lets the stop through).
+  bool in_drain = g->row->path == Path::kDrainSafepoint || g->row->path == Path::kDrainBlocking ||
+                  g->row->path == Path::kDrainDetach || g->row->path == Path::kDrainExit;
+  if (arrange) {
+    Check(in_drain || stopped.load(),
+          "the cascade parked for the pending stop (the stop completed before the drop returned)");
+    brc_test::JoinBlocking(helper);
+    Check(stopped.load(), "the helper's stop completed");
   }
 }
 
@@ -487,6 +560,9 @@ void RunCall(brc::Object* self) {
       g->immortals.push_back(raw);
       break;
     }
+    case Call::kParkableFrees:
+      DropChainParkable(p);
+      break;
   }
   g->returned.store(true);
 }
@@ -968,6 +1044,12 @@ int RunCellInChild(const Row& row, Call call) {
       count_is(p->holder.get(), 1, "the referrer");
       count_is(p->target.get(), 2, "the referenced object");
       count_is(p->immortal.get(), 1, "the object for MakeImmortal");
+      if (call == Call::kParkableFrees) {
+        Check(p->chain == nullptr && p->chain_destroyed.load() == kChainLength,
+              "the chain was freed, every link once (" +
+                  std::to_string(p->chain_destroyed.load()) + " of " +
+                  std::to_string(kChainLength) + ")");
+      }
     }
     // Clean up, then look for corruption.
     g->prep.reset();
