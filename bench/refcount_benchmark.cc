@@ -32,7 +32,7 @@
 //   BM_AllocatorRaw / BM_AllocatorCrossThreadRaw: the allocator alone, for reference
 // with std::make_shared / std::shared_ptr baselines. The per_obj counter is seconds per object.
 // Binary trees, the thread-scaling, false-sharing and hand-off scenarios are in
-// threads_benchmark.cc; the collector's in collector_benchmark.cc.
+// threads_*.cc; the collector's in collector_benchmark.cc.
 //
 // By default the binary runs 5 repetitions of at least 0.2 s each and reports aggregates only
 // (about 35 s on a 2-core VM); a --benchmark_repetitions, --benchmark_report_aggregates_only or
