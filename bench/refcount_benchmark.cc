@@ -68,30 +68,12 @@ using brc_bench::Barrier;
 using brc_bench::Opaque;
 using brc_bench::Use;
 
-// ---------------------------------------------------------------------------------------------
-// Objects. Both payloads are 48 bytes: brc's 24-byte header plus three words, and a plain
-// struct of the same size with its count in the first word.
-
-struct PlainObject {
-  int64_t refcount = 1;
-  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
-};
-
-struct AtomicObject {
-  std::atomic<int64_t> refcount{1};
-  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
-};
-
-struct Payload : brc::Object {
-  explicit Payload(int64_t v = 0) : a(v) {}
-  int64_t a, b = 0, c = 0;
-};
-static_assert(sizeof(Payload) == 48);
-static_assert(sizeof(PlainObject) == 48);
-
-struct PlainPayload {
-  int64_t a = 0, b = 0, c = 0;
-};
+using brc_bench::AtomicObject;
+using brc_bench::AtomicPairs;
+using brc_bench::Payload;
+using brc_bench::PlainObject;
+using brc_bench::PlainPairs;
+using brc_bench::PlainPayload;
 
 // Checks, after a timed loop, that the loop took the refcount path the benchmark claims to
 // measure (owner: local half only; non-owner: shared word only). Needs BRC_OP_STATS; the
@@ -153,26 +135,12 @@ void BM_PlainCounter(benchmark::State& state) {
   auto obj = std::make_unique<PlainObject>();
   PlainObject* p = obj.get();
   p = Opaque(p);
-  for (auto _ : state) {
-    ++p->refcount;
-    Barrier();
-    --p->refcount;
-    Barrier();
-  }
+  PlainPairs(state, p);
   if (p->refcount != 1) state.SkipWithError("plain counter unbalanced");
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_PlainCounter)->Name("BM_Pair/plain");
 
-// The std::atomic baseline's timed loop (one thread or several on one counter).
-inline void AtomicPairs(benchmark::State& state, AtomicObject* p) {
-  for (auto _ : state) {
-    p->refcount.fetch_add(1, std::memory_order_relaxed);
-    Barrier();
-    p->refcount.fetch_sub(1, std::memory_order_acq_rel);
-    Barrier();
-  }
-}
 
 void BM_StdAtomic(benchmark::State& state) {
   auto obj = std::make_unique<AtomicObject>();

@@ -48,26 +48,12 @@ constexpr std::size_t kCacheLine = 64;
 constexpr std::size_t kApart = 128;
 
 // ---------------------------------------------------------------------------------------------
-// Objects. The counted payloads are 48 bytes, like brc's: a 24-byte header and three words.
+// Objects: the counted ones are in bench_util.h; these sit alone in a block.
 
-struct PlainObject {
-  int64_t refcount = 1;
-  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
-};
-
-struct AtomicObject {
-  std::atomic<int64_t> refcount{1};
-  int64_t a = 0, b = 0, c = 0, d = 0, e = 0;
-};
-
-struct PlainPayload {  // what a shared_ptr's control block points at
-  int64_t a = 0, b = 0, c = 0;
-};
-
-struct Payload : brc::Object {
-  explicit Payload(int64_t v = 0) : a(v) {}
-  int64_t a, b = 0, c = 0;
-};
+using brc_bench::AtomicObject;
+using brc_bench::Payload;
+using brc_bench::PlainObject;
+using brc_bench::PlainPayload;
 
 // A brc object alone in its 128-byte block.
 struct alignas(kApart) ApartPayload : brc::Object {
@@ -81,32 +67,13 @@ struct alignas(kApart) Apart {
   T value;
 };
 
-static_assert(sizeof(PlainObject) == 48 && sizeof(AtomicObject) == 48 && sizeof(Payload) == 48);
 static_assert(sizeof(ApartPayload) == kApart && sizeof(Apart<PlainObject>) == kApart);
 
 // ---------------------------------------------------------------------------------------------
 // The timed loops: one increment and one decrement per iteration.
 
-inline void PlainPairs(benchmark::State& state, PlainObject* p) {
-  for (auto _ : state) {
-    ++p->refcount;
-    Barrier();
-    --p->refcount;
-    Barrier();
-  }
-}
-
-inline void AtomicPairs(benchmark::State& state, AtomicObject* p) {
-  for (auto _ : state) {
-    // Relaxed: whoever increments already holds a reference, so nothing needs ordering.
-    p->refcount.fetch_add(1, std::memory_order_relaxed);
-    Barrier();
-    // Acq_rel, as std::shared_ptr: a decrement that might be the last must publish this
-    // thread's writes to the object and see everyone else's before it could free it.
-    p->refcount.fetch_sub(1, std::memory_order_acq_rel);
-    Barrier();
-  }
-}
+using brc_bench::AtomicPairs;
+using brc_bench::PlainPairs;
 
 template <class T>
 inline void SharedPtrPairs(benchmark::State& state, const std::shared_ptr<T>* p) {

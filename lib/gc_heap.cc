@@ -509,11 +509,11 @@ void FreeBlock(GcPage* p, void* object_start, GcHeap* own) noexcept {
   }
   // acq_rel: release publishes the block; acquire pairs with the dirty list taker's exchange
   // that cleared the bit, so its read of dirty_next happens before MarkDirty writes it.
-  uintptr_t old = p->remote_free.load(std::memory_order_relaxed);
+  const uintptr_t pushed = reinterpret_cast<uintptr_t>(b) | kRemoteDirty;
+  uintptr_t old = p->remote_free.load(std::memory_order_relaxed);  // relaxed: the CAS checks it
   do {
     b->next = reinterpret_cast<GcFreeBlock*>(old & ~kRemoteDirty);
-  } while (!p->remote_free.compare_exchange_weak(old, reinterpret_cast<uintptr_t>(b) | kRemoteDirty,
-                                                 std::memory_order_acq_rel,
+  } while (!p->remote_free.compare_exchange_weak(old, pushed, std::memory_order_acq_rel,
                                                  std::memory_order_relaxed));
   if (!(old & kRemoteDirty)) MarkDirty(p);  // the first since the page was last cleaned
 }

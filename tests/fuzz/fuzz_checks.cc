@@ -181,6 +181,18 @@ void Run::CheckCollectResult(const brc::CollectResult& res, const Collected& c) 
   same(res.errors, 0, "errors");
 }
 
+void Run::CheckCollection(const absl::StatusOr<brc::CollectResult>& res,
+                          const brc::CollectorStats& before, bool young, bool acyclic,
+                          const char* what) {
+  FUZZ_CHECK(res.ok(), "%s failed: %s", what, res.status().ToString().c_str());
+  FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
+             "CollectResult::kind is not the kind asked for");
+  CheckAcyclicResult(before, young, res->acyclic, acyclic);
+  Safepoint();
+  Collected c = ModelCollect(young);
+  CheckCollectResult(*res, c);
+}
+
 // ---- the end of each input ----
 
 void Run::Teardown() {

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -407,14 +408,8 @@ void Run::HelperParkDrop(int h) {
   bool held = g_hold_reached.load(std::memory_order_relaxed);
   Trace("  (the helper held: %s)", held ? "yes" : "no, it ran fewer frees");
   if (collect) {
-    FUZZ_CHECK(res.ok(), "%s during the cascade failed: %s", kWhat[what],
-               res.status().ToString().c_str());
-    FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
-               "CollectResult::kind is not the kind asked for");
-    CheckAcyclicResult(before, young, res->acyclic, acyclic);
-    Safepoint();
-    Collected c = ModelCollect(young);
-    CheckCollectResult(*res, c);
+    std::string label = std::string(kWhat[what]) + " during the cascade";
+    CheckCollection(res, before, young, acyclic, label.c_str());
   }
   Settle();
 }

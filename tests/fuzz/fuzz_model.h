@@ -425,6 +425,11 @@ class Run {
   void CheckFreeze(bool freeze, const absl::StatusOr<uint64_t>& n);
   void Inspect(int a, bool referrers);
   void CheckCollectResult(const brc::CollectResult& res, const Collected& c);
+  // A collection the fuzz thread ran (`what` names it in a failure), against the model: its
+  // status and kind, the acyclic check's answer, then (after a safepoint) the figures.
+  void CheckCollection(const absl::StatusOr<brc::CollectResult>& res,
+                       const brc::CollectorStats& before, bool young, bool acyclic,
+                       const char* what);
   void Teardown();
   void TeardownDrop();
   bool TeardownRound();

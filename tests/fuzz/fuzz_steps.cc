@@ -287,13 +287,7 @@ void Run::CollectorStep(int op) {
       bool acyclic = ModelAcyclic(young);
       brc::CollectorStats before = brc::GetCollectorStats();
       absl::StatusOr<brc::CollectResult> res = young ? brc::CollectYoung() : brc::Collect();
-      FUZZ_CHECK(res.ok(), "Collect() failed: %s", res.status().ToString().c_str());
-      FUZZ_CHECK(res->kind == (young ? brc::CollectKind::kYoung : brc::CollectKind::kFull),
-                 "CollectResult::kind is not the kind asked for");
-      CheckAcyclicResult(before, young, res->acyclic, acyclic);
-      Safepoint();
-      Collected c = ModelCollect(young);
-      CheckCollectResult(*res, c);
+      CheckCollection(res, before, young, acyclic, "Collect()");
       break;
     }
     case kFreeze: {
