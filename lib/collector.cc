@@ -78,27 +78,37 @@ ObjectList& GarbageBuffer() {
 // collections of its kind do not try it; each failure in a row doubles that (up to
 // kMaxAcyclicSkip), a success resets it. A program whose heap keeps its cycles so pays for a
 // failed check (a walk up to the first cycle, and an undo pass) about once in 64 collections.
-// Collection lock.
+// The walk's order: a check that proved its set acyclic but had to enter more than half of it
+// depth first (the objects mostly reference newer ones: a tree built top down, a list grown at
+// its tail) makes the next check of its kind walk the other way, where those objects meet
+// their referents first and take the cheap in-order step. Collection lock.
 constexpr uint32_t kMaxAcyclicSkip = 64;
 struct AcyclicSchedule {
   uint32_t skip = 0;
   uint32_t backoff = 0;
+  bool newest_first = false;
 };
 AcyclicSchedule g_acyclic[2];  // [young, full]
 
 AcyclicSchedule& ScheduleOf(CollectKind kind) {
   return g_acyclic[kind == CollectKind::kYoung ? 0 : 1];
 }
-bool TryAcyclicCheck(CollectKind kind) {
+// Whether this collection tries the check; if so, *walk says in which order.
+bool TryAcyclicCheck(CollectKind kind, AcyclicWalk* walk) {
   AcyclicSchedule& s = ScheduleOf(kind);
-  if (s.skip == 0) return true;
+  if (s.skip == 0) {
+    walk->newest_first = s.newest_first;
+    return true;
+  }
   --s.skip;
   return false;
 }
-void RecordAcyclicCheck(CollectKind kind, bool acyclic) {
+void RecordAcyclicCheck(CollectKind kind, bool acyclic, uint64_t scanned,
+                        const AcyclicWalk& walk) {
   AcyclicSchedule& s = ScheduleOf(kind);
   s.backoff = acyclic ? 0 : std::min(std::max(1u, 2 * s.backoff), kMaxAcyclicSkip);
   s.skip = s.backoff;
+  if (acyclic && walk.deep > scanned / 2) s.newest_first = !walk.newest_first;
 }
 
 }  // namespace
@@ -170,11 +180,13 @@ bool FindGarbage(Collection& c) {
       c.to_finalize.reserve(garbage);
       c.weak_callbacks.reserve(garbage);
     };
-    bool try_acyclic = TryAcyclicCheck(c.kind);
+    AcyclicWalk walk;
+    bool try_acyclic = TryAcyclicCheck(c.kind, &walk);
     try {
-      marked = Mark(pages, young, try_acyclic, g_workers.load(std::memory_order_relaxed), epoch,
+      marked = Mark(pages, young, try_acyclic ? &walk : nullptr,
+                    g_workers.load(std::memory_order_relaxed), epoch,
                     take, prepare, &GarbageBuffer());
-      if (try_acyclic) RecordAcyclicCheck(c.kind, marked.acyclic);
+      if (try_acyclic) RecordAcyclicCheck(c.kind, marked.acyclic, marked.scanned, walk);
     } catch (const std::bad_alloc&) {
       ResetScratch(pages, young, epoch);
       marked = MarkResult();

@@ -12,12 +12,16 @@
 // no cycle, above all in the young set; a heap with parent links or rings has one, and the
 // walk stops at the first it finds.
 //
-// The walk meets the candidates page by page, oldest page first, in address order.
+// The walk meets the candidates page by page, in allocation order as far as pages tell it
+// (oldest page first, each in address order) or in the exact reverse (newest first).
 //  * In order: a candidate whose references all lead to marked candidates or to no candidate
 //    gets the epoch at once (marked: reachable, as marking would leave it). While every
 //    candidate is like that, the walk's order is a topological order of the references, so
-//    there is no cycle. Objects reference older ones far more often than newer ones, and
-//    pages are mostly allocated in address order, so this is the common case.
+//    there is no cycle. Which order makes this the common case depends on the program: a
+//    container made from its parts references older objects (oldest first suits it), a tree
+//    built top down or a list grown at its tail references newer ones (newest first). The
+//    schedule (collector.cc) starts oldest first and turns the walk around when most of a
+//    check went depth first.
 //  * Depth first, from a candidate that references an unmarked one: a candidate entered gets
 //    the epoch and kGcOnPath, and its exit goes on the stack below its references (the pointer
 //    with bit 0 set); popping the exit clears kGcOnPath. A reference to a candidate with
@@ -38,14 +42,21 @@
 namespace brc::detail {
 namespace {
 
-// Calls fn(object) for each block of `pages` that a collection of this kind looks at.
-template <bool kYoung, class Fn>
+// Calls fn(object) for each block of `pages` that a collection of this kind looks at, until fn
+// returns false.
+template <bool kYoung, bool kNewestFirst, class Fn>
 inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
-  // Pages last to first: a heap lists its young pages newest first (YoungPages keeps that
-  // order), so this is the order they were allocated from, as is a page's address order when
-  // it is bump-allocated (or reused after frees in reverse order).
-  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
-    if (!ForEachBlockOf(*it, kYoung, fn)) return false;
+  // Oldest first: pages last to first (a heap lists its young pages newest first, and
+  // YoungPages keeps that order), each in address order, the order a page is bump-allocated
+  // in (or reused in, after frees in reverse order). Newest first is the exact reverse.
+  if constexpr (kNewestFirst) {
+    for (GcPage* p : pages) {
+      if (!ForEachBlockOfBackward(p, kYoung, fn)) return false;
+    }
+  } else {
+    for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
+      if (!ForEachBlockOf(*it, kYoung, fn)) return false;
+    }
   }
   return true;
 }
@@ -53,12 +64,13 @@ inline bool ForEachBlockUntil(const PageList& pages, Fn&& fn) {
 // True when the candidates of `pages` hold no cycle: then each has the epoch, *scanned counts
 // them, and nothing else changed (but kGcWasYoung, see ClearWasYoung). False when a cycle
 // was found or the stack could not grow: then UndoAcyclicCheck, with *scanned the objects
-// marked so far.
-template <bool kYoung>
-bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
-                    uint64_t* scanned) noexcept {
+// marked so far. *deep counts the candidates the depth-first part marked.
+template <bool kYoung, bool kNewestFirst>
+bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack, uint64_t* scanned,
+                    uint64_t* deep) noexcept {
   StackVisitor v(stack);
   uint64_t n = 0;
+  uint64_t entered = 0;
   // Marks a candidate (its bits and epoch as read), on the path or not.
   auto Mark = [&](Object* e, uint8_t bits, uint16_t seen, uint8_t on_path) {
     uint8_t set = on_path | (kYoung || seen != 0 ? 0 : kGcWasYoung);
@@ -72,6 +84,7 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
   // Enters a candidate: marks it on the path, pushes its exit and traces it.
   auto Enter = [&](Object* e, uint8_t bits, uint16_t seen) {
     Mark(e, bits, seen, kGcOnPath);
+    ++entered;
     v.Push(exit_of(e));
     TraceObject(e, v);
   };
@@ -80,7 +93,7 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
   auto to_enter = [&](const Object* ob) {
     return IsCandidateOf<kYoung>(GcBitsOf(ob), GcEpochOf(ob), epoch);
   };
-  bool acyclic = ForEachBlockUntil<kYoung>(pages, [&](Object* start) {
+  bool acyclic = ForEachBlockUntil<kYoung, kNewestFirst>(pages, [&](Object* start) {
     uint8_t start_bits = GcBitsOf(start);
     uint16_t start_seen = GcEpochOf(start);
     if (!IsCandidateOf<kYoung>(start_bits, start_seen, epoch)) return true;
@@ -104,6 +117,7 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
                  static_cast<std::size_t>(v.top() - 1 - bottom) * sizeof(Object*));
     bottom[0] = exit_of(start);
     Mark(start, start_bits, start_seen, kGcOnPath);
+    ++entered;
     while (!v.empty()) {
       Object* e = v.Pop();
       auto tag = reinterpret_cast<uintptr_t>(e);
@@ -122,6 +136,7 @@ bool CheckAcyclicOf(const PageList& pages, uint32_t epoch, MarkStack* stack,
     return !v.out_of_memory();  // a reference may be missing: no proof
   });
   *scanned = n;  // on failure: how many it marked, for the undo
+  *deep = entered;
   return acyclic;
 }
 
@@ -147,9 +162,9 @@ namespace {
 // has its epoch back (0 if it was young, else one that reads as old) and neither of its bits.
 // The walk stops at the last of them: a check that met a cycle early (a heap of rings) costs
 // no walk of the whole heap to undo.
-template <bool kYoung>
+template <bool kYoung, bool kNewestFirst>
 void UndoAcyclicCheckOf(const PageList& pages, uint32_t epoch, uint64_t marked) noexcept {
-  ForEachBlockUntil<kYoung>(pages, [&](Object* ob) {
+  ForEachBlockUntil<kYoung, kNewestFirst>(pages, [&](Object* ob) {
 #ifndef BRC_DEBUG
     if (marked == 0) return false;
 #endif
@@ -169,17 +184,25 @@ void UndoAcyclicCheckOf(const PageList& pages, uint32_t epoch, uint64_t marked) 
 }  // namespace
 
 bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* stack,
-                  uint64_t* scanned) noexcept {
-  return young ? CheckAcyclicOf<true>(pages, epoch, stack, scanned)
-               : CheckAcyclicOf<false>(pages, epoch, stack, scanned);
+                  uint64_t* scanned, AcyclicWalk* walk) noexcept {
+  uint64_t* deep = &walk->deep;
+  if (walk->newest_first) {
+    return young ? CheckAcyclicOf<true, true>(pages, epoch, stack, scanned, deep)
+                 : CheckAcyclicOf<false, true>(pages, epoch, stack, scanned, deep);
+  }
+  return young ? CheckAcyclicOf<true, false>(pages, epoch, stack, scanned, deep)
+               : CheckAcyclicOf<false, false>(pages, epoch, stack, scanned, deep);
 }
 
-void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch,
+void UndoAcyclicCheck(const PageList& pages, bool young, bool newest_first, uint32_t epoch,
                       uint64_t marked) noexcept {
-  if (young) {
-    UndoAcyclicCheckOf<true>(pages, epoch, marked);
+  // The check's own order: what it marked lies mostly near where it started.
+  if (newest_first) {
+    young ? UndoAcyclicCheckOf<true, true>(pages, epoch, marked)
+          : UndoAcyclicCheckOf<false, true>(pages, epoch, marked);
   } else {
-    UndoAcyclicCheckOf<false>(pages, epoch, marked);
+    young ? UndoAcyclicCheckOf<true, false>(pages, epoch, marked)
+          : UndoAcyclicCheckOf<false, false>(pages, epoch, marked);
   }
 }
 

@@ -200,9 +200,16 @@ struct MarkStack;
 // a full collection (ClearWasYoung). False when it found a cycle or `stack` could not grow:
 // then UndoAcyclicCheck must run, with `marked` the count it left in *scanned. No allocation,
 // no user code but Trace.
+// The walk goes oldest first (allocation order) or newest first, as `walk` says; it reports
+// how many candidates it had to enter depth first, which the schedule (collector.cc) uses to
+// pick the order of the next check.
+struct AcyclicWalk {
+  bool newest_first = false;  // in
+  uint64_t deep = 0;          // out: candidates marked by the depth-first part of the walk
+};
 bool CheckAcyclic(const PageList& pages, bool young, uint32_t epoch, MarkStack* stack,
-                  uint64_t* scanned) noexcept;
-void UndoAcyclicCheck(const PageList& pages, bool young, uint32_t epoch,
+                  uint64_t* scanned, AcyclicWalk* walk) noexcept;
+void UndoAcyclicCheck(const PageList& pages, bool young, bool newest_first, uint32_t epoch,
                       uint64_t marked) noexcept;
 
 struct MarkResult {
@@ -214,9 +221,9 @@ struct MarkResult {
 // object, or with `young` only the young ones (mark epoch 0). `take` runs on each garbage object
 // (on this thread), `prepare(n)` before the first with the number to come; `reuse` lends its
 // storage to the result. Throws bad_alloc before the first `take` only; then ResetScratch.
-// With `try_acyclic` (young only) it first tries to prove the young set acyclic, which needs
-// no counting (collector_mark.cc, "the acyclic check").
-MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers,
+// With `acyclic_walk` (else nullptr) it first tries to prove the candidates acyclic, which
+// needs no counting (collector_acyclic.cc), walking them in the order it says.
+MarkResult Mark(const PageList& pages, bool young, AcyclicWalk* acyclic_walk, int workers,
                 uint32_t epoch, absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse);
 // After a failed Mark of `epoch`: back to the between-collections state (owners restored, no

@@ -370,13 +370,14 @@ MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
 
 }  // namespace
 
-MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers,
+MarkResult Mark(const PageList& pages, bool young, AcyclicWalk* acyclic_walk, int workers,
                 uint32_t epoch, absl::FunctionRef<void(Object*)> take,
                 absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
   bool acyclic = false;
-  if (try_acyclic) {
+  if (acyclic_walk != nullptr) {
     MarkResult r;
-    acyclic = CheckAcyclic(pages, young, epoch, &WorkerStates(1)[0].stack, &r.scanned);
+    acyclic = CheckAcyclic(pages, young, epoch, &WorkerStates(1)[0].stack, &r.scanned,
+                           acyclic_walk);
 #ifndef BRC_DEBUG
     if (acyclic) {
       r.acyclic = true;
@@ -385,7 +386,7 @@ MarkResult Mark(const PageList& pages, bool young, bool try_acyclic, int workers
 #endif
     // BRC_DEBUG checks every proof: undone, then the counting passes must find no garbage
     // (and they check each Trace against the counts, which the walk cannot).
-    UndoAcyclicCheck(pages, young, epoch, r.scanned);
+    UndoAcyclicCheck(pages, young, acyclic_walk->newest_first, epoch, r.scanned);
   }
   constexpr std::size_t kMinPagesPerWorker = 8;  // below this, threads cost more than they save
   if (pages.size() < kMinPagesPerWorker * static_cast<std::size_t>(workers)) {

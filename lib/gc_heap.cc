@@ -101,8 +101,8 @@ void RetirePage(GcHeap& heap, GcPage* p) noexcept {
     // The cache may now decay: the owner looks at the clock at its safepoints. Relaxed: a
     // hint, and mostly set by the owner itself.
     std::atomic<uint32_t>& pending = LookupThread(heap.tid)->pending;
-    if (!(pending.load(std::memory_order_relaxed) & kPendingReclaim)) {
-      pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+    if (!(pending.load(std::memory_order_relaxed) & kPendingDecay)) {
+      pending.fetch_or(kPendingDecay, std::memory_order_relaxed);
     }
   }
 }
@@ -459,7 +459,7 @@ int64_t CoarseNowMs() noexcept {
 }
 
 // One decay check of `heap`'s cache at a safepoint of its owner, at coarse time `now`; true
-// while the cache is big enough to decay further (the owner keeps kPendingReclaim set).
+// while the cache is big enough to decay further (the owner keeps kPendingDecay set).
 bool DecayCache(GcHeap& heap, int64_t now) noexcept {
   if (heap.cached_count <= kDecayKeepPages) {
     heap.cache_low = heap.cached_count;
@@ -573,13 +573,16 @@ void AdoptHeaps(ThreadState* ts) noexcept {
   }
 }
 
-// True when the only work kPendingReclaim announces is a cache decay that is not due yet:
-// then a safepoint returns after a few loads and a coarse clock read, with no atomic write.
+namespace {
+
+// True when the only work the pending bits announce is a cache decay that is not due yet at
+// coarse time `now`: then a safepoint returns after a few loads, with no atomic write.
 bool OnlyDecayNotDue(ThreadState* ts, int64_t now) noexcept {
   if (t_orphan_count != 0) return false;
   bool waiting = false;
   for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
-    // Relaxed peeks: a push seen late is found at the next safepoint (the bit stays set).
+    // Relaxed peeks: a push seen late is found at the next safepoint (kPendingReclaim stays
+    // set).
     if (heap->dirty.load(std::memory_order_relaxed) != nullptr ||
         heap->large_freed.load(std::memory_order_relaxed) != nullptr) {
       return false;
@@ -592,27 +595,40 @@ bool OnlyDecayNotDue(ThreadState* ts, int64_t now) noexcept {
   return waiting;
 }
 
+}  // namespace
+
+bool DecayLookCanWait(ThreadState* ts) noexcept {
+  // Relaxed: this thread's own counter.
+  uint64_t allocs = tls_stats.allocations.load(std::memory_order_relaxed);
+  bool busy = allocs != ts->decay_allocs_seen;
+  ts->decay_allocs_seen = allocs;
+  if (!busy) return false;
+  if (++ts->decay_busy_skips < kBusyDecayLooks) return true;
+  ts->decay_busy_skips = 0;
+  return false;
+}
+
 void ReclaimAtSafepoint(ThreadState* ts) noexcept {
   // Holding the world stopped (a custom allocator called by the collector reached a
-  // safepoint): the collector may be walking these heaps. The bit stays set.
+  // safepoint): the collector may be walking these heaps. The bits stay set.
   if (t_collector_stopped || ThisThreadStoppedTheWorld()) return;
   int64_t now = CoarseNowMs();
   if (OnlyDecayNotDue(ts, now)) return;
   // Acquire: pairs with the first markers' release fetch_or, so the pages they pushed before
-  // it are seen by the takes below. Cleared first: work published later sets it again.
-  ts->pending.fetch_and(~kPendingReclaim, std::memory_order_acquire);
-  bool again = false;
+  // it are seen by the takes below. Cleared first: work published later sets them again.
+  ts->pending.fetch_and(~(kPendingReclaim | kPendingDecay), std::memory_order_acquire);
+  bool decay_again = false;
   for (GcHeap* heap : {&ts->heap, &ts->leaf_heap}) {
     // Destructors do not run here, but an installed allocator's Deallocate may: it may reach
     // a safepoint and come back here, which is safe (each call takes its own lists; a page
     // whose dirty bit is set is never retired by anyone but its list's taker).
     ReleaseLargeFreed(*heap);
     CleanDirtyPages(*heap, /*everything=*/false, nullptr);
-    again |= DecayCache(*heap, now);
+    decay_again |= DecayCache(*heap, now);
   }
-  again |= CleanOrphanNotes();
-  // Relaxed: this thread's own bit.
-  if (again) ts->pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+  // Relaxed: this thread's own bits.
+  if (CleanOrphanNotes()) ts->pending.fetch_or(kPendingReclaim, std::memory_order_relaxed);
+  if (decay_again) ts->pending.fetch_or(kPendingDecay, std::memory_order_relaxed);
 }
 
 int64_t CacheDecayInterval() noexcept {

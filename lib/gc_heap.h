@@ -59,11 +59,12 @@
 // under a freer that still touches it.
 //
 // Cache decay: an idle thread's cache is given back over time. While a heap caches more than
-// kDecayKeepPages, kPendingReclaim stays set, and at each safepoint the owner looks at a coarse
-// clock: every CacheDecayInterval (50 ms) it returns the cached pages that sat unused for the
-// whole past interval (the lowest cache size seen since the last tick) and lowers the
-// high-water mark. A thread that keeps reusing its cache loses nothing; an idle thread keeps
-// at most kDecayKeepPages per heap after two intervals.
+// kDecayKeepPages, kPendingDecay stays set, and at its safepoints the owner looks at a coarse
+// clock (at each one while it is idle, at one in kBusyDecayLooks while it allocates: see
+// DecayLookCanWait): every CacheDecayInterval (50 ms) it returns the cached pages that sat
+// unused for the whole past interval (the lowest cache size seen since the last tick) and
+// lowers the high-water mark. A thread that keeps reusing its cache loses nothing; an idle
+// thread keeps at most kDecayKeepPages per heap after two intervals.
 //
 // Exited owners: a detaching thread marks its heaps `orphaned` before its last sweep. A first
 // marker that then finds its page's heap orphaned notes that thread state in a small
@@ -233,6 +234,19 @@ inline bool ForEachBlockOf(GcPage* p, bool from_young_low, Fn&& fn) {
   return true;
 }
 
+// The same blocks as ForEachBlockOf, last to first (against address order).
+template <class Fn>
+inline bool ForEachBlockOfBackward(GcPage* p, bool from_young_low, Fn&& fn) {
+  std::size_t size = p->block_size;
+  char* first = p->block(from_young_low ? p->young_first() : 0) + p->obj_offset;
+  char* b = p->block(p->bump) + p->obj_offset;
+  while (b > first) {
+    b -= size;
+    if (!fn(reinterpret_cast<Object*>(b))) return false;
+  }
+  return true;
+}
+
 // Calls fn(page) for every page of `heap`. World stopped (or the heap's owner).
 template <class Fn>
 void ForEachPage(GcHeap& heap, Fn&& fn) {
@@ -315,10 +329,23 @@ void ReleaseHeapsAtDetach(ThreadState* ts) noexcept;
 // A thread is being bound to `ts`'s id (RegisterCurrentThread, under ts->mu): the heaps are
 // its own again.
 void AdoptHeaps(ThreadState* ts) noexcept;
-// kPendingReclaim (lib/thread_state.h) at a safepoint of the attached thread `ts`: cleans its
-// dirty pages, releases large pages freed by others, decays its caches and cleans the exited
-// states it noted. Does nothing on a thread holding the world stopped (the bit stays set).
+// kPendingReclaim or kPendingDecay (lib/thread_state.h) at a safepoint of the attached thread
+// `ts`: cleans its dirty pages, releases large pages freed by others, decays its caches and
+// cleans the exited states it noted. Does nothing on a thread holding the world stopped (the
+// bits stay set).
 void ReclaimAtSafepoint(ThreadState* ts) noexcept;
+// Pacing of the decay's clock. A cache decays by whole intervals (50 ms), yet kPendingDecay
+// stays set for as long as a cache is above kDecayKeepPages, which for a thread that builds
+// and drops structures is most of the time; reading the coarse clock at each of its
+// safepoints cost more than the rest of the safepoint (a vDSO read: 5 ns on the KVM guest
+// measured, at every node of a tree whose builder calls Safepoint() per node). So when a
+// decay is all that waits (kPendingDecay alone), a thread that allocated since its previous
+// safepoint reads the clock at one such safepoint in kBusyDecayLooks; the first safepoint
+// after it stopped allocating reads it at once. An idle thread's cache decays as before, a
+// busy one's at most kBusyDecayLooks safepoints late. True when this safepoint may skip the
+// look. This thread only.
+inline constexpr uint32_t kBusyDecayLooks = 64;
+bool DecayLookCanWait(ThreadState* ts) noexcept;
 // The decay interval in milliseconds (default 50; brc::testing may change it).
 int64_t CacheDecayInterval() noexcept;
 void SetCacheDecayInterval(int64_t ms) noexcept;

@@ -155,7 +155,10 @@ void SafepointSlow() noexcept {
   uint32_t pending = ts->pending.load(std::memory_order_relaxed);
   if (pending & (kPendingMerge | kPendingHandoff)) DrainQueue(ts);  // pushes the buffers first
   if (pending & kPendingPerThread) PerThreadSafepoint(ts);
-  if (pending & kPendingReclaim) ReclaimAtSafepoint(ts);  // lib/gc_heap.h
+  if (pending & (kPendingReclaim | kPendingDecay)) {
+    // lib/gc_heap.h; a decay alone, on a thread that keeps allocating, can wait a little.
+    if (pending != kPendingDecay || !DecayLookCanWait(ts)) ReclaimAtSafepoint(ts);
+  }
   pending = ts->pending.load(std::memory_order_relaxed);
   if (pending & kPendingStop) {
     // A parked thread holds no buffered entry (the stop must find them in queues).

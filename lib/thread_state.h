@@ -118,6 +118,10 @@ struct ThreadState {
   HandoffBuffer handoff[kHandoffBuffers];
   uint32_t handoff_held = 0;    // entries in all buffers; kPendingHandoff is set while > 0
   uint32_t handoff_victim = 0;  // the buffer given up next when all are in use
+  // The pacing of the cache-decay look (lib/gc_heap.cc, DecayLookCanWait): the thread's
+  // allocation count at its previous safepoint, and the busy safepoints since the last look.
+  uint64_t decay_allocs_seen = 0;
+  uint32_t decay_busy_skips = 0;
   int attach_depth = 0;
   int blocking_depth = 0;
   bool detaching = false;  // inside the outermost DetachCurrentThread's drain
@@ -158,6 +162,11 @@ inline constexpr uint32_t kPendingPerThread = 1u << 2;
 // cache to decay, exited threads' pages to clean. Set by any thread (fetch_or); cleared by the
 // thread itself.
 inline constexpr uint32_t kPendingReclaim = 1u << 3;
+// A cache of empty pages above kDecayKeepPages may decay (lib/gc_heap.h, "Cache decay"). Set
+// by the thread that puts the page in the cache (fetch_or); cleared by the thread itself. Apart
+// from kPendingReclaim so that a safepoint can tell "nothing but a decay waits" from the bits
+// alone (DecayLookCanWait).
+inline constexpr uint32_t kPendingDecay = 1u << 5;
 // Entries wait in this thread's hand-off buffers (lib/handoff.cc). Set and cleared by the
 // thread itself (fetch_or / fetch_and: other threads set other bits of the word meanwhile).
 inline constexpr uint32_t kPendingHandoff = 1u << 4;

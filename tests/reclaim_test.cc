@@ -194,6 +194,37 @@ TEST_CASE("An idle thread's cache of empty pages decays at its safepoints", "[re
   CHECK(again != nullptr);
 }
 
+// A thread that allocates between its safepoints reads the decay's clock at one safepoint in
+// kBusyDecayLooks (64, lib/gc_heap.h): its cache still decays, a few dozen safepoints late.
+TEST_CASE("A busy thread's cache of empty pages decays too, at fewer of its safepoints",
+          "[reclaim]") {
+  Manual manual;
+  brc::ThreadScope attach;
+  uint32_t self = brc::CurrentThreadId();
+  brc::ReleaseFreeMemory();
+  std::atomic<int> destroyed{0};
+  {
+    std::vector<brc::Ref<Patterned>> leaves;
+    std::vector<brc::Ref<TNode>> nodes;
+    MakeMany(20000, &destroyed, &leaves, &nodes);
+  }
+  FlushQuarantine();
+  REQUIRE(Cached(self) > 8);
+  brc::testing::SetCacheDecayIntervalForTesting(0);
+  // One small allocation between safepoints (it comes from a page in use, not the cache), as
+  // many times as two paced looks need at most, each followed by a safepoint.
+  std::vector<brc::Ref<Counted>> kept;
+  int safepoints = 0;
+  while (Cached(self) > 8 && safepoints < 4 * 64) {
+    kept.push_back(brc::Make<Counted>(&destroyed));
+    brc::Safepoint();
+    ++safepoints;
+  }
+  brc::testing::SetCacheDecayIntervalForTesting(50);
+  INFO("safepoints until the cache decayed: " << safepoints);
+  CHECK(Cached(self) <= 8);  // kDecayKeepPages per heap
+}
+
 TEST_CASE("A cache that keeps being reused does not decay", "[reclaim]") {
   Manual manual;
   brc::ThreadScope attach;
