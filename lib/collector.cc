@@ -117,6 +117,14 @@ void ResetAcyclicSchedule() noexcept {
   g_acyclic[0] = g_acyclic[1] = AcyclicSchedule();
 }
 
+bool AcyclicWalkNewestFirst(bool young) noexcept {
+  return g_acyclic[young ? 0 : 1].newest_first;
+}
+
+void SetAcyclicWalkNewestFirst(bool newest_first) noexcept {
+  g_acyclic[0].newest_first = g_acyclic[1].newest_first = newest_first;
+}
+
 namespace {
 
 absl::Duration Since(std::chrono::steady_clock::time_point t) {

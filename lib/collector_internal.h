@@ -243,6 +243,9 @@ void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept;
 // them at `max_entries` (0: no cap); the acyclic check's schedule forgets its backoff.
 void LimitMarkStacks(std::size_t max_entries);
 void ResetAcyclicSchedule() noexcept;
+// The order the next acyclic check of each kind walks in ([young, full]); read and set.
+bool AcyclicWalkNewestFirst(bool young) noexcept;
+void SetAcyclicWalkNewestFirst(bool newest_first) noexcept;
 // Removes from the garbage set (clears kGcGarbage on) every member that something outside the
 // set references, beyond the collector's own reference, and every member they reach.
 // Throws bad_alloc.

@@ -143,6 +143,16 @@ void ResetAcyclicScheduleForTesting() {
   detail::ResetAcyclicSchedule();
 }
 
+bool AcyclicWalkNewestFirstForTesting(bool young) {
+  std::lock_guard<std::mutex> lock(detail::CollectLock());
+  return detail::AcyclicWalkNewestFirst(young);
+}
+
+void SetAcyclicWalkNewestFirstForTesting(bool newest_first) {
+  std::lock_guard<std::mutex> lock(detail::CollectLock());
+  detail::SetAcyclicWalkNewestFirst(newest_first);
+}
+
 void LimitMarkStacksForTesting(std::size_t max_entries) {
   std::lock_guard<std::mutex> lock(detail::CollectLock());
   detail::LimitMarkStacks(max_entries);

@@ -11,6 +11,8 @@
 //    ones still young, old ones still old) — the mark-stack cap reaches both paths;
 //  * the backoff: after a failed check the next collection of that kind skips it, twice as many
 //    after each failure in a row, none after a success;
+//  * the walk's order: a proof that went mostly depth first turns the next walk of its kind
+//    around; proofs, refutations and undos hold in both orders;
 //  * BRC_DEBUG counts after every proof and aborts if the proof was wrong (collector_test.cc
 //    checks the Trace misuse report there).
 // Re-entrancy: the check runs nothing but Trace (which may not call brc); its memory is the
@@ -216,6 +218,81 @@ TEST_CASE("After a failed check the schedule skips it, doubling, until one succe
   CHECK(Must(brc::Collect()).acyclic);
 }
 
+TEST_CASE("The walk turns around when most of a proof went depth first, per kind",
+          "[collector][acyclic]") {
+  brc::ThreadScope attach;
+  Manual manual;
+  Fresh();
+  std::atomic<int> destroyed{0};
+  std::vector<brc::Ref<ANode>> keep;
+  REQUIRE_FALSE(brc::testing::AcyclicWalkNewestFirstForTesting(true));
+  // Linked forward (each node references a newer one): oldest first goes depth first down all
+  // of it. Proven, and the next young walk goes newest first.
+  std::vector<brc::Ref<ANode>> forward = Forward(3000, &destroyed);
+  keep.push_back(forward.front());
+  forward.clear();
+  brc::CollectResult r = Must(brc::CollectYoung());
+  CHECK(r.acyclic);
+  CHECK(r.scanned == 3000);
+  CHECK(brc::testing::AcyclicWalkNewestFirstForTesting(true));
+  CHECK_FALSE(brc::testing::AcyclicWalkNewestFirstForTesting(false));  // full: its own
+  // The same shape newest first: every node is in order; the order stays.
+  forward = Forward(3000, &destroyed);
+  keep.push_back(forward.front());
+  forward.clear();
+  r = Must(brc::CollectYoung());
+  CHECK(r.acyclic);
+  CHECK(r.scanned == 3000);
+  CHECK(brc::testing::AcyclicWalkNewestFirstForTesting(true));
+  // A list grown at its head (each node references an older one) is the other way round.
+  keep.push_back(List(3000, &destroyed));
+  r = Must(brc::CollectYoung());
+  CHECK(r.acyclic);
+  CHECK(r.scanned == 3000);
+  CHECK_FALSE(brc::testing::AcyclicWalkNewestFirstForTesting(true));
+  // Full collections turn on their own: the whole heap (9000 nodes, two thirds linked forward).
+  r = Must(brc::Collect());
+  CHECK(r.acyclic);
+  CHECK(brc::testing::AcyclicWalkNewestFirstForTesting(false));
+  CHECK_FALSE(brc::testing::AcyclicWalkNewestFirstForTesting(true));
+  CHECK(destroyed.load() == 0);
+  keep.clear();
+  CHECK(destroyed.load() == 9000);
+}
+
+TEST_CASE("Newest first, a cycle fails the check and the undo leaves counting exact",
+          "[collector][acyclic]") {
+  brc::ThreadScope attach;
+  Manual manual;
+  std::atomic<int> destroyed{0};
+  for (bool full : {false, true}) {
+    INFO("full collection: " << full);
+    Fresh();
+    destroyed = 0;
+    brc::testing::SetAcyclicWalkNewestFirstForTesting(true);
+    brc::Ref<ANode> list = List(100, &destroyed);
+    std::vector<brc::Ref<ANode>> forward = Forward(100, &destroyed);
+    brc::Ref<ANode> ring = Ring(5, &destroyed);
+    Ring(7, &destroyed);  // garbage
+    brc::Ref<ANode> more = List(100, &destroyed);
+    brc::CollectResult r = Must(full ? brc::Collect() : brc::CollectYoung());
+    CHECK_FALSE(r.acyclic);
+    CHECK(r.scanned == 312);
+    CHECK(r.collected == 7);
+    CHECK(destroyed.load() == 7);
+    // A failure leaves the order as it was.
+    CHECK(brc::testing::AcyclicWalkNewestFirstForTesting(!full));
+    // Everything that survived is old and intact: the next young collection finds nothing.
+    CHECK(Must(brc::CollectYoung()).scanned == 0);
+    ring->a = nullptr;
+    ring = nullptr;
+    list = nullptr;
+    forward.clear();
+    more = nullptr;
+    CHECK(destroyed.load() == 312);
+  }
+}
+
 TEST_CASE("Other threads' young objects are proven with their owners intact",
           "[collector][acyclic]") {
   brc::ThreadScope attach;
@@ -279,6 +356,44 @@ TEST_CASE("A check that runs out of mark stack is undone exactly, in both kinds"
   };
   SECTION("young") { run(false); }
   SECTION("full") { run(true); }
+}
+
+TEST_CASE("Newest first, a check that runs out of mark stack is undone exactly",
+          "[collector][acyclic][robust]") {
+  brc::ThreadScope attach;
+  Manual manual;
+  constexpr int kChain = 100'000;  // deeper than the capped stack (64 Ki entries)
+  for (bool full : {false, true}) {
+    INFO("full collection: " << full);
+    Fresh();
+    std::atomic<int> destroyed{0};
+    brc::Ref<ANode> old_list = List(10, &destroyed);
+    Must(brc::CollectYoung());  // old now
+    // A list grown at its head: newest first, the walk meets the head first and must go depth
+    // first down all of it. Its tail references the old list.
+    brc::Ref<ANode> head = std::move(old_list);
+    brc::Ref<ANode> keep_old = head;
+    for (int i = 0; i < kChain; ++i) {
+      brc::Ref<ANode> x = brc::Make<ANode>(&destroyed);
+      x->a = std::move(head);
+      head = std::move(x);
+    }
+    brc::testing::SetAcyclicWalkNewestFirstForTesting(true);
+    brc::testing::LimitMarkStacksForTesting(std::size_t{1} << 16);
+    absl::StatusOr<brc::CollectResult> r = full ? brc::Collect() : brc::CollectYoung();
+    brc::testing::LimitMarkStacksForTesting(0);
+    // Counting marks the list from its head with a shallow stack, so the collection itself
+    // succeeds; the check gave up and was undone, and found nothing to free.
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->acyclic);
+    CHECK(r->collected == 0);
+    CHECK(destroyed.load() == 0);
+    // Old now, and every object intact: nothing young is left, and dropping frees them all.
+    CHECK(Must(brc::CollectYoung()).scanned == 0);
+    head = nullptr;
+    keep_old = nullptr;
+    CHECK(destroyed.load() == kChain + 10);
+  }
 }
 
 TEST_CASE("A check that runs out of mark stack falls back to counting, which still collects",

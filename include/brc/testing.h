@@ -87,8 +87,13 @@ std::size_t TrackedBlockSizeForTesting(std::size_t size, std::size_t align);
 std::size_t QuarantineCapacityForTesting();
 
 // The collector's acyclic check (README, "The acyclic check"): forgets the backoff after failed
-// checks, so that the next collection of each kind tries it. Not during a collection.
+// checks, so that the next collection of each kind tries it, oldest first. Not during a
+// collection.
 void ResetAcyclicScheduleForTesting();
+// The order the next acyclic check walks in: true when newest first (young collections with
+// `young`, else full ones); the setter sets both kinds. The reset above means oldest first.
+bool AcyclicWalkNewestFirstForTesting(bool young);
+void SetAcyclicWalkNewestFirstForTesting(bool newest_first);
 // Caps the collector's mark stacks at `max_entries` (0: no cap): a growth beyond it fails as if
 // mmap found no memory, so tests can reach those paths. Returns the stacks' memory first, so
 // that the next collection needs a growth. Not during a collection.
