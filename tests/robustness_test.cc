@@ -3,7 +3,7 @@
 // callback, allocations that fail, and races that only long runs hit. Each test fails (crash,
 // terminate, wrong answer) without its fix. The kinds of test that find such defects in
 // general live next to this file: tests/reentrancy_test.cc (every hook x every call),
-// tests/oom_sweep.cc (every allocation failing in turn) and tests/fuzz/.
+// tests/oom_sweep/ (every allocation failing in turn) and tests/fuzz/.
 #include <dlfcn.h>
 
 #include <atomic>

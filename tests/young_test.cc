@@ -3,8 +3,8 @@
 // entirely inside that set), what it must keep (anything an old object, a stack or another
 // thread references), promotion, the kinds in results and statistics, frozen objects, objects
 // under construction during a collection, other threads' young objects, parallel marking, and
-// user code re-entering a young collection. Allocation failure inside one: tests/oom_sweep.cc,
-// step "collect-young".
+// user code re-entering a young collection. Allocation failure inside one: tests/oom_sweep/
+// (steps_collector.cc), step "collect-young".
 #include <atomic>
 #include <cmath>
 #include <functional>

@@ -113,7 +113,7 @@ void NoteContentionForTesting(Object* ob);
 void ResetContentionForTesting();
 // Makes every allocation of the per-thread tables and slot arrays fail (true) or not (false),
 // as if the Allocator returned null, without installing one (SetAllocator needs no object
-// alive). The allocation-failure sweep (tests/oom_sweep.cc) fails the real Allocator.
+// alive). The allocation-failure sweep (tests/oom_sweep/) fails the real Allocator.
 void FailPerThreadAllocationsForTesting(bool fail);
 
 }  // namespace brc::testing
