@@ -11,7 +11,7 @@
 //    ones still young, old ones still old) — the mark-stack cap reaches both paths;
 //  * the backoff: after a failed check the next collection of that kind skips it, twice as many
 //    after each failure in a row, none after a success;
-//  * BRC_DEBUG counts after every proof and aborts if the proof was wrong (collector_test.cc
+//  * BRC_DEBUG counts after every proof and aborts if the proof was wrong (collector_config_test.cc
 //    checks the Trace misuse report there).
 // Re-entrancy: the check runs nothing but Trace (which may not call brc); its memory is the
 // mark stack (mmap): the cap covers running out of it.
