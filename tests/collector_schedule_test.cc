@@ -49,6 +49,9 @@ TEST_CASE("Allocation triggers collections and their number stays bounded as the
   double bound = kThreshold / kRatio / kThreshold + std::log(double(kLive) / kThreshold) /
                  std::log(1 + kRatio) + 4;
   CHECK(static_cast<double>(growth_runs) <= bound);
+  // Rings made since the last collection may still point at `destroyed`: free them before it
+  // goes out of scope, or a later test's collection writes to this dead stack slot.
+  MustCollect();
   REQUIRE(brc::SetCollectorConfig({}).ok());
 }
 
@@ -99,6 +102,9 @@ TEST_CASE("Generational schedule: young collections every threshold, full ones w
   CHECK(work->wrong_kind.load() == 0);
   CHECK(s1.promoted - s0.promoted == work->promoted.load());
   CHECK(destroyed.load() >= kLive / 4 * 2 - 2 * static_cast<int>(kThreshold));  // young cycles freed
+  // Rings made since the last collection may still point at `destroyed`: free them before it
+  // goes out of scope, or a later test's collection writes to this dead stack slot.
+  MustCollect();
   REQUIRE(brc::SetCollectorConfig({}).ok());
 }
 
@@ -122,6 +128,9 @@ TEST_CASE("Allocations of short-lived threads count toward the automatic schedul
   for (int i = 0; i < 100; ++i) brc::Make<GNode>();
   CHECK(brc::GetCollectorStats().automatic_collections > before);
   CHECK(destroyed.load() >= 1000);
+  // Rings made since the last collection may still point at `destroyed`: free them before it
+  // goes out of scope, or a later test's collection writes to this dead stack slot.
+  MustCollect();
   REQUIRE(brc::SetCollectorConfig({}).ok());
 }
 
