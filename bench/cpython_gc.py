@@ -2,7 +2,7 @@
 """CPython's cycle collector on the heaps brc's collector benchmarks build.
 
 Scenario 7 of the benchmark report puts brc's collector beside CPython's gc module. This script
-builds the same graph shapes as bench/collector_benchmark.cc and times gc.collect() on them:
+builds the same graph shapes as bench/collector_heaps.cc and times gc.collect() on them:
 
   CPython_CollectLiveHeap/ring:R   1,000,000 nodes in rings of R (10, 1000), every ring kept
                                    alive by its head in a root list. A full collection
