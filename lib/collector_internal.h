@@ -243,6 +243,8 @@ void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept;
 // them at `max_entries` (0: no cap); the acyclic check's schedule forgets its backoff.
 void LimitMarkStacks(std::size_t max_entries);
 void ResetAcyclicSchedule() noexcept;
+// The rounds of the last counting mark (brc::testing::LastMarkRoundsForTesting).
+int LastMarkRounds() noexcept;
 // The order the next acyclic check of each kind walks in ([young, full]); read and set.
 bool AcyclicWalkNewestFirst(bool young) noexcept;
 void SetAcyclicWalkNewestFirst(bool newest_first) noexcept;

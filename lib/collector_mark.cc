@@ -66,16 +66,11 @@ inline uint32_t OwnerFor(const Object* ob) noexcept {
 // Counts one more reference from another candidate. The scratch starts at the owner id (a few
 // thousand at most) and cannot carry into the local half: that would take 2^32 references from
 // other tracked objects, 128 GiB of them.
-template <bool kParallel>
+// A relaxed whole-word store: the world is stopped and only one marking thread writes the
+// word (the one holding its part, with several workers: see "Parts" below).
 inline void AddScratch(Object* ob) noexcept {
-  if constexpr (kParallel) {
-    // Relaxed: the counts are read only after the pass ends (ParallelFor's join orders it).
-    Rc::biased(ob).fetch_add(1, std::memory_order_relaxed);
-  } else {
-    // A relaxed whole-word store: the world is stopped and only the collector writes the word.
-    std::atomic<uint64_t>& b = Rc::biased(ob);
-    b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  std::atomic<uint64_t>& b = Rc::biased(ob);
+  b.store(b.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 // Puts the owner back and returns the references counted since the scratch was based, 0 if it
 // was restored already (so it is safe to call twice). World stopped.
@@ -163,19 +158,84 @@ void ForEachToSettle(const PageList& pages, std::size_t begin, std::size_t end, 
   });
 }
 
+// ---- parallel marking: parts ----
+//
+// With several workers the pages are split into parts, contiguous runs of the page list, one
+// per worker (at most kMaxParts), and only the worker holding a part writes the headers of the
+// objects on it: their scratch counts in the counting pass, their marks in the marking pass.
+// A reference into another part is mailed to that part: counted by the part's worker once the
+// counting pass is over, or marked from in the next round of the marking pass, which goes on in
+// rounds until no mail is left (after kMaxRounds the collecting thread finishes alone, so a
+// graph that keeps crossing parts costs a few rounds, not one per crossing). Every write is
+// then a plain store. Shared headers would need an atomic read-modify-write per reference and
+// per mark instead: on the KVM guests measured (AMD family 26) such an instruction costs about
+// 5 ns, 20 times a plain add, and two workers that used them were slower than one.
+constexpr int kMaxParts = 64;
+constexpr int kMaxRounds = 8;
+// The rounds the last counting mark took (for tests). Collection lock.
+int g_mark_rounds = 0;
+
+// References from one part into another. Its memory comes from mmap like a mark stack's (no
+// Allocator may run while scratch counts are in use), and is kept between collections.
+struct Mailbox {
+  MarkStack stack;
+  std::size_t size = 0;
+  bool Push(Object* r) noexcept {
+    if (BRC_UNLIKELY(size == stack.capacity) && !stack.Grow(size)) return false;
+    stack.data[size++] = r;
+    return true;
+  }
+};
+
+// Two sets of mailboxes, [set][from * kMaxParts + to]: a round reads one set and writes the
+// other. A box is written by its `from` part's worker during a pass and read by its `to`
+// part's worker after it (ParallelFor's join orders them). Collection lock.
+Mailbox g_boxes[2][kMaxParts * kMaxParts];
+// Per part: a push failed for want of memory (written by the part's worker).
+bool g_mail_failed[kMaxParts];
+
+inline Mailbox& Box(int set, int from, int to) noexcept {
+  return g_boxes[set][from * kMaxParts + to];
+}
+// The part of a candidate's page (noted in its header before the passes); a page the split did
+// not list (none should be) goes to the last part, which is still one writer per object.
+inline int PartOf(const Object* ob, int parts) noexcept {
+  int p = GcPageOf(ob)->mark_part;
+  return p < parts ? p : parts - 1;
+}
+inline void Mail(int set, int from, int to, Object* r) noexcept {
+  if (BRC_UNLIKELY(!Box(set, from, to).Push(r))) g_mail_failed[from] = true;
+}
+
+// Which part a marking visitor works for; kByParts false: one worker, no parts.
+struct PartOfWorker {
+  int part = 0;
+  int parts = 1;
+  int set = 0;  // the mailboxes it writes
+};
+
 // Pass 1: count, for each candidate, the references to it from other candidates. Buffered: the
 // references that Traces report collect in buf_ and are counted when it fills, and by Flush
-// at the end of the pass (counting needs no order).
-template <bool kParallel, bool kYoung>
+// at the end of the pass (counting needs no order). By parts, a reference into another part
+// is mailed there instead (set 0).
+template <bool kByParts, bool kYoung>
 class CountVisitor final : public Visitor {
  public:
-  explicit CountVisitor(uint32_t epoch) noexcept
-      : Visitor(&Fn, buf_, buf_ + kBuffer), epoch_(epoch) {}
+  explicit CountVisitor(uint32_t epoch, PartOfWorker me = {}) noexcept
+      : Visitor(&Fn, buf_, buf_ + kBuffer), epoch_(epoch), me_(me) {}
 
   void Count(Object* ob) noexcept { TraceObject(ob, *this); }
   void Flush() noexcept {
     for (Object** r = buf_; r != next_; ++r) {
-      if (IsCandidateOf<kYoung>(GcBitsOf(*r), GcEpochOf(*r), epoch_)) AddScratch<kParallel>(*r);
+      if (!IsCandidateOf<kYoung>(GcBitsOf(*r), GcEpochOf(*r), epoch_)) continue;
+      if constexpr (kByParts) {
+        int to = PartOf(*r, me_.parts);
+        if (to != me_.part) {
+          Mail(0, me_.part, to, *r);
+          continue;
+        }
+      }
+      AddScratch(*r);
     }
     next_ = buf_;
   }
@@ -188,27 +248,17 @@ class CountVisitor final : public Visitor {
     *me->next_++ = r;
   }
   uint32_t epoch_;
+  PartOfWorker me_;
   Object* buf_[kBuffer];
 };
 
 // Marks `ob` (whose epoch read `seen`) reachable in this collection; true if this call did it
-// (and must trace it).
-template <bool kParallel>
+// (and must trace it). The caller is the only thread that writes `ob`'s epoch (the only
+// worker, or the one holding its part).
 inline bool Claim(Object* ob, uint16_t seen, uint32_t epoch) noexcept {
   if (seen == epoch) return false;
-  if constexpr (kParallel) {
-    std::atomic<uint16_t>& e = Rc::gc_epoch(ob);
-    auto marked = static_cast<uint16_t>(epoch);
-    while (seen != epoch) {
-      // Relaxed (success and failure): the CAS only picks one claimant among the workers and
-      // pairs with nothing; ParallelFor's join publishes the marks to the collecting thread.
-      if (e.compare_exchange_weak(seen, marked, std::memory_order_relaxed)) return true;
-    }
-    return false;
-  } else {
-    GcSetEpoch(ob, epoch);  // serial marking: the only writer
-    return true;
-  }
+  GcSetEpoch(ob, epoch);
+  return true;
 }
 
 }  // namespace
@@ -220,10 +270,12 @@ namespace {
 // Pass 2: mark everything reachable from a root (depth first, explicit stack): the loop that
 // pops the references claims the candidates among them and traces those. When the stack could
 // not grow, MarkFrom throws bad_alloc (a dropped reference may leave a live object unmarked).
-template <bool kParallel, bool kYoung>
+// By parts, a candidate of another part is mailed there (the worker's set) instead.
+template <bool kByParts, bool kYoung>
 class MarkVisitor final : public StackVisitor {
  public:
-  MarkVisitor(MarkStack* stack, uint32_t epoch) noexcept : StackVisitor(stack), epoch_(epoch) {}
+  MarkVisitor(MarkStack* stack, uint32_t epoch, PartOfWorker me = {}) noexcept
+      : StackVisitor(stack), epoch_(epoch), me_(me) {}
 
   // In a full collection, a young object this worker claimed gets kGcWasYoung, so that a
   // collection that fails can make it young again (ResetScratch); ClearWasYoung after success.
@@ -232,17 +284,33 @@ class MarkVisitor final : public StackVisitor {
     if (!kYoung && seen == 0) GcSetBits(ob, kGcWasYoung, 0);
   }
 
+  // Marks from `ob` if it is a candidate not marked yet (and, by parts, of this worker's
+  // part).
+  void MarkFromIfUnmarked(Object* ob) {
+    uint16_t seen = GcEpochOf(ob);
+    if (!IsCandidateOf<kYoung>(GcBitsOf(ob), seen, epoch_) || !Claim(ob, seen, epoch_)) return;
+    NoteYoung(ob, seen);
+    MarkFrom(ob);
+  }
+
   // `root` is claimed (and noted) already.
   void MarkFrom(Object* root) {
     ++marked;
     TraceObject(root, *this);
     while (!empty()) {
       Object* r = Pop();
+      // The epoch of another part's object may be changing meanwhile (its worker claims it):
+      // either value read leads to the same outcome, since that worker decides.
       uint16_t seen = GcEpochOf(r);
-      if (!IsCandidateOf<kYoung>(GcBitsOf(r), seen, epoch_) ||
-          !Claim<kParallel>(r, seen, epoch_)) {
-        continue;
+      if (!IsCandidateOf<kYoung>(GcBitsOf(r), seen, epoch_)) continue;
+      if constexpr (kByParts) {
+        int to = PartOf(r, me_.parts);
+        if (to != me_.part) {
+          Mail(me_.set, me_.part, to, r);
+          continue;
+        }
       }
+      if (!Claim(r, seen, epoch_)) continue;
       NoteYoung(r, seen);
       ++marked;
       TraceObject(r, *this);
@@ -253,6 +321,7 @@ class MarkVisitor final : public StackVisitor {
 
  private:
   uint32_t epoch_;
+  PartOfWorker me_;
 };
 
 // One per marking worker, on its own cache lines (the counters change per object).
@@ -272,53 +341,169 @@ std::vector<WorkerState>& WorkerStates(int n) {
   return states.get();
 }
 
-// Mark with one worker (serial) or several (parallel); see Mark below. With one worker,
+constexpr std::size_t kGrain = 4;  // pages per chunk of a ParallelFor over pages
+
+// Pass 2's look at one candidate of `tid`'s page, for the scan that settles them all: marking
+// does not read owners, so each candidate is settled here, once, whether marking reached it
+// before the scan or not.
+template <bool kByParts, bool kYoung>
+inline void SettleAndMarkFrom(MarkVisitor<kByParts, kYoung>& v, Object* ob, uint16_t seen,
+                              uint32_t tid, uint32_t epoch) {
+  uint32_t internal;
+  int64_t count = Settle(ob, tid, &internal);
+  // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress further
+  // up its stack, or the queue could not be merged here). It is no garbage, and what it
+  // references stays alive until its destructor runs: treat it as a root, so that none of that
+  // is cleared.
+  if ((count > internal || count == 0) && Claim(ob, seen, epoch)) {
+    v.NoteYoung(ob, seen);
+    v.MarkFrom(ob);
+  }
+}
+
+// Passes 1 and 2 with one worker.
+template <bool kYoung>
+void CountAndMarkSerial(const PageList& pages, uint32_t epoch, WorkerState& me) {
+  CountVisitor<false, kYoung> count(epoch);
+  ForEachCandidate<kYoung>(pages, 0, pages.size(), epoch, [&](Object* ob) {
+    ++me.scanned;
+    count.Count(ob);
+  });
+  count.Flush();
+  MarkVisitor<false, kYoung> v(&me.stack, epoch);
+  ForEachToSettle<kYoung>(pages, 0, pages.size(), epoch,
+                          [&](Object* ob, uint16_t seen, uint32_t tid) {
+                            SettleAndMarkFrom(v, ob, seen, tid, epoch);
+                          });
+  me.marked += v.marked;
+}
+
+void ThrowIfMailFailed(int parts) {
+  for (int p = 0; p < parts; ++p) {
+    if (BRC_UNLIKELY(g_mail_failed[p])) throw std::bad_alloc();
+  }
+}
+bool MailWaiting(int set, int parts) noexcept {
+  for (int from = 0; from < parts; ++from) {
+    for (int to = 0; to < parts; ++to) {
+      if (Box(set, from, to).size != 0) return true;
+    }
+  }
+  return false;
+}
+
+// Passes 1 and 2 by parts (see "Parts" above), `parts` of them over the workers.
+template <bool kYoung>
+void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
+                         std::vector<WorkerState>& ws) {
+  std::size_t begin[kMaxParts + 1];
+  for (int p = 0; p <= parts; ++p) begin[p] = pages.size() * static_cast<std::size_t>(p) / parts;
+  for (int p = 0; p < parts; ++p) {
+    for (std::size_t i = begin[p]; i < begin[p + 1]; ++i) {
+      pages[i]->mark_part = static_cast<uint16_t>(p);
+    }
+    g_mail_failed[p] = false;
+  }
+  for (int set = 0; set < 2; ++set) {
+    for (int from = 0; from < parts; ++from) {
+      for (int to = 0; to < parts; ++to) Box(set, from, to).size = 0;
+    }
+  }
+  auto n = static_cast<std::size_t>(parts);
+  // Pass 1, then each part counts the references mailed to it.
+  ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
+    for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
+      CountVisitor<true, kYoung> v(epoch, {part, parts, 0});
+      uint64_t scanned = 0;
+      ForEachCandidate<kYoung>(pages, begin[part], begin[part + 1], epoch, [&](Object* ob) {
+        ++scanned;
+        v.Count(ob);
+      });
+      v.Flush();
+      ws[static_cast<std::size_t>(worker)].scanned += scanned;
+    }
+  });
+  ThrowIfMailFailed(parts);
+  ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int) {
+    for (auto to = static_cast<int>(b); to < static_cast<int>(e); ++to) {
+      for (int from = 0; from < parts; ++from) {
+        Mailbox& box = Box(0, from, to);
+        for (std::size_t i = 0; i < box.size; ++i) AddScratch(box.stack.data[i]);
+        box.size = 0;
+      }
+    }
+  });
+  // Pass 2, round 0: each part settles its candidates and marks from its roots; round k marks
+  // from what round k - 1 mailed, writing the other set.
+  ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
+    WorkerState& me = ws[static_cast<std::size_t>(worker)];
+    for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
+      MarkVisitor<true, kYoung> v(&me.stack, epoch, {part, parts, 0});
+      ForEachToSettle<kYoung>(pages, begin[part], begin[part + 1], epoch,
+                              [&](Object* ob, uint16_t seen, uint32_t tid) {
+                                SettleAndMarkFrom(v, ob, seen, tid, epoch);
+                              });
+      me.marked += v.marked;
+    }
+  });
+  int set = 0;
+  for (int round = 1; MailWaiting(set, parts); ++round) {
+    ThrowIfMailFailed(parts);
+    g_mark_rounds = round + 1;
+    int in = set;
+    set ^= 1;
+    if (round + 1 == kMaxRounds) {
+      // The collecting thread alone, across parts: no other writer is left.
+      MarkVisitor<false, kYoung> v(&ws[0].stack, epoch);
+      for (int from = 0; from < parts; ++from) {
+        for (int to = 0; to < parts; ++to) {
+          Mailbox& box = Box(in, from, to);
+          for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
+          box.size = 0;
+        }
+      }
+      ws[0].marked += v.marked;
+      return;
+    }
+    ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
+      WorkerState& me = ws[static_cast<std::size_t>(worker)];
+      for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
+        MarkVisitor<true, kYoung> v(&me.stack, epoch, {part, parts, set});
+        for (int from = 0; from < parts; ++from) {
+          Mailbox& box = Box(in, from, part);
+          for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
+          box.size = 0;
+        }
+        me.marked += v.marked;
+      }
+    });
+  }
+  ThrowIfMailFailed(parts);
+}
+
+// Mark with one worker (serial) or several (by parts); see Mark below. With one worker,
 // `take` runs on each garbage object as it is found; with several, afterwards.
 template <bool kParallel, bool kYoung>
 MarkResult MarkWith(const PageList& pages, int workers, uint32_t epoch,
                     absl::FunctionRef<void(Object*)> take,
                     absl::FunctionRef<void(std::size_t)> prepare, ObjectList* reuse) {
-  int w_count = kParallel ? workers : 1;
+  int w_count = kParallel ? std::min(workers, kMaxParts) : 1;
   std::vector<WorkerState>& ws = WorkerStates(w_count);
   for (WorkerState& w : ws) {
     w.scanned = w.marked = 0;
     w.next = w.end = 0;
   }
-  constexpr std::size_t kGrain = 4;  // pages per chunk
 #ifdef BRC_DEBUG
   ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int) {
     ForEachCandidate<kYoung>(pages, b, e, epoch, [&](Object* ob) { CheckOwnerRestorable(ob); });
   });
 #endif
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
-    CountVisitor<kParallel, kYoung> v(epoch);
-    uint64_t scanned = 0;
-    ForEachCandidate<kYoung>(pages, b, e, epoch, [&](Object* ob) {
-      ++scanned;
-      v.Count(ob);
-    });
-    v.Flush();
-    ws[static_cast<std::size_t>(worker)].scanned += scanned;
-  });
-  ParallelFor(w_count, pages.size(), kGrain, [&](std::size_t b, std::size_t e, int worker) {
-    WorkerState& me = ws[static_cast<std::size_t>(worker)];
-    MarkVisitor<kParallel, kYoung> v(&me.stack, epoch);
-    // Marking does not read owners, so each candidate is settled here, once, whether marking
-    // reached it before the scan or not.
-    ForEachToSettle<kYoung>(pages, b, e, epoch, [&](Object* ob, uint16_t seen, uint32_t tid) {
-      uint32_t internal;
-      int64_t count = Settle(ob, tid, &internal);
-      // Count zero: dead, only waiting in a merge queue (its owner's drain is in progress
-      // further up its stack, or the queue could not be merged here). It is no garbage, and
-      // what it references stays alive until its destructor runs: treat it as a root, so that
-      // none of that is cleared.
-      if ((count > internal || count == 0) && Claim<kParallel>(ob, seen, epoch)) {
-        v.NoteYoung(ob, seen);
-        v.MarkFrom(ob);
-      }
-    });
-    me.marked += v.marked;
-  });
+  g_mark_rounds = 1;
+  if constexpr (kParallel) {
+    CountAndMarkByParts<kYoung>(pages, w_count, epoch, ws);
+  } else {
+    CountAndMarkSerial<kYoung>(pages, epoch, ws[0]);
+  }
   MarkResult r;
   uint64_t marked = 0;
   for (int i = 0; i < w_count; ++i) {
@@ -429,12 +614,18 @@ void ResetScratch(const PageList& pages, bool young, uint32_t epoch) noexcept {
 
 uint32_t RunningCollectionEpoch() noexcept { return g_epoch; }
 
+int LastMarkRounds() noexcept { return g_mark_rounds; }
+
 void LimitMarkStacks(std::size_t max_entries) {
   g_stack_limit = max_entries;
-  for (WorkerState& w : WorkerStates(0)) {
-    if (w.stack.data != nullptr) munmap(w.stack.data, w.stack.capacity * sizeof(Object*));
-    w.stack.data = nullptr;
-    w.stack.capacity = 0;
+  auto release = [](MarkStack& stack) {
+    if (stack.data != nullptr) munmap(stack.data, stack.capacity * sizeof(Object*));
+    stack.data = nullptr;
+    stack.capacity = 0;
+  };
+  for (WorkerState& w : WorkerStates(0)) release(w.stack);
+  for (auto& set : g_boxes) {
+    for (Mailbox& box : set) release(box.stack);
   }
 }
 
@@ -540,7 +731,7 @@ class GarbageCountVisitor final : public Visitor {
 
  private:
   static void Fn(Visitor*, Object* r) noexcept {
-    if (GcBitsOf(r) & kGcGarbage) AddScratch<false>(r);
+    if (GcBitsOf(r) & kGcGarbage) AddScratch(r);
   }
 };
 

@@ -136,6 +136,9 @@ struct alignas(64) GcPage {
   GcPage* young_next = nullptr;
   Object* young_low = nullptr;  // while listed: no young object lies below it
   bool young = false;    // on the young list
+  // The part of a parallel mark this page belongs to (collector_mark.cc, "Parts"): written by
+  // the collecting thread with the world stopped, before the marking workers read it.
+  uint16_t mark_part = 0;
   // Large pages only: the link in GcHeap::large_freed, written by the freeing thread before its
   // push.
   GcPage* freed_next = nullptr;

@@ -153,6 +153,11 @@ void SetAcyclicWalkNewestFirstForTesting(bool newest_first) {
   detail::SetAcyclicWalkNewestFirst(newest_first);
 }
 
+int LastMarkRoundsForTesting() {
+  std::lock_guard<std::mutex> lock(detail::CollectLock());
+  return detail::LastMarkRounds();
+}
+
 void LimitMarkStacksForTesting(std::size_t max_entries) {
   std::lock_guard<std::mutex> lock(detail::CollectLock());
   detail::LimitMarkStacks(max_entries);

@@ -14,8 +14,7 @@
 //  * the walk's order: a proof that went mostly depth first turns the next walk of its kind
 //    around; proofs, refutations and undos hold in both orders;
 //  * BRC_DEBUG counts after every proof and aborts if the proof was wrong
-//    (collector_config_test.cc
-//    checks the Trace misuse report there).
+//    (collector_config_test.cc checks the Trace misuse report there).
 // Re-entrancy: the check runs nothing but Trace (which may not call brc); its memory is the
 // mark stack (mmap): the cap covers running out of it.
 #include <atomic>

@@ -94,6 +94,10 @@ void ResetAcyclicScheduleForTesting();
 // `young`, else full ones); the setter sets both kinds. The reset above means oldest first.
 bool AcyclicWalkNewestFirstForTesting(bool young);
 void SetAcyclicWalkNewestFirstForTesting(bool newest_first);
+// The rounds the last counting collection's marking took: 1 with one worker (or none when no
+// counting ran); by parts, 1 + the rounds that marked from mail, the last of which (the 8th)
+// the collecting thread finishes alone.
+int LastMarkRoundsForTesting();
 // Caps the collector's mark stacks at `max_entries` (0: no cap): a growth beyond it fails as if
 // mmap found no memory, so tests can reach those paths. Returns the stacks' memory first, so
 // that the next collection needs a growth. Not during a collection.
