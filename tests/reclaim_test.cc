@@ -67,6 +67,17 @@ void DropOnOtherThread(V&... refs) {
 
 uint64_t Collections() { return brc::GetCollectorStats().collections; }
 
+// Makes 20,000 leaf and tracked objects on the calling thread and drops them there: their
+// empty pages go to the thread's caches.
+void FillCache(std::atomic<int>* destroyed) {
+  {
+    std::vector<brc::Ref<Patterned>> leaves;
+    std::vector<brc::Ref<TNode>> nodes;
+    MakeMany(20000, destroyed, &leaves, &nodes);
+  }
+  FlushQuarantine();
+}
+
 }  // namespace
 
 TEST_CASE("Blocks another thread frees are reclaimed at the owner's next safepoint, without a "
@@ -175,12 +186,7 @@ TEST_CASE("An idle thread's cache of empty pages decays at its safepoints", "[re
   uint32_t self = brc::CurrentThreadId();
   brc::ReleaseFreeMemory();
   std::atomic<int> destroyed{0};
-  {
-    std::vector<brc::Ref<Patterned>> leaves;
-    std::vector<brc::Ref<TNode>> nodes;
-    MakeMany(20000, &destroyed, &leaves, &nodes);
-  }  // dropped by their owner: the empty pages go to the cache
-  FlushQuarantine();
+  FillCache(&destroyed);
   uint64_t cached = Cached(self);
   CHECK(cached > 2 * brc::testing::HeapPagesOfThreadForTesting(self).in_use);
   CHECK(cached > 8);
@@ -203,12 +209,7 @@ TEST_CASE("A busy thread's cache of empty pages decays too, at fewer of its safe
   uint32_t self = brc::CurrentThreadId();
   brc::ReleaseFreeMemory();
   std::atomic<int> destroyed{0};
-  {
-    std::vector<brc::Ref<Patterned>> leaves;
-    std::vector<brc::Ref<TNode>> nodes;
-    MakeMany(20000, &destroyed, &leaves, &nodes);
-  }
-  FlushQuarantine();
+  FillCache(&destroyed);
   REQUIRE(Cached(self) > 8);
   brc::testing::SetCacheDecayIntervalForTesting(0);
   // One small allocation between safepoints (it comes from a page in use, not the cache), as
