@@ -256,6 +256,16 @@ void BM_BinaryTrees(benchmark::State& state) {
   typename Tree::Attach attach;
   if (!attach.ok()) state.SkipWithError("could not attach the thread");
   auto make = &Tree::MakeNode;
+  // One tree first, untimed, so that every contender is measured warm, as a program that
+  // keeps building trees is: at depth 20 (64 MiB per tree) a repetition may time a single
+  // tree, and brc's would otherwise be the first of a freshly attached thread (each call of
+  // this function attaches, and a detaching thread gives its cached pages back): 16,000 page
+  // faults on fresh memory, about 40 ms of a 100 ms tree on a KVM guest, against malloc's
+  // arena, warm from the earlier depths.
+  if (attach.ok()) {
+    auto warm = BuildTree(depth, make);
+    if (CountNodes(RawNode(warm)) != nodes) state.SkipWithError("wrong tree size");
+  }
   auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     auto root = BuildTree(depth, make);
