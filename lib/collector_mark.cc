@@ -176,14 +176,23 @@ constexpr int kMaxRounds = 8;
 int g_mark_rounds = 0;
 
 // References from one part into another. Its memory comes from mmap like a mark stack's (no
-// Allocator may run while scratch counts are in use), and is kept between collections.
+// Allocator may run while scratch counts are in use). It is kept between collections, but
+// unlike a stack (which holds a path, about as deep from one collection to the next) a box
+// holds a share of the heap's crossing references, so one large collection would leave it
+// large for good: a box that held less than a quarter of its memory in a collection gives it
+// back (ShrinkMailboxes).
 struct Mailbox {
   MarkStack stack;
   std::size_t size = 0;
+  std::size_t peak = 0;  // the most it held in this collection
   bool Push(Object* r) noexcept {
     if (BRC_UNLIKELY(size == stack.capacity) && !stack.Grow(size)) return false;
     stack.data[size++] = r;
     return true;
+  }
+  void Emptied() noexcept {
+    peak = std::max(peak, size);
+    size = 0;
   }
 };
 
@@ -193,6 +202,9 @@ struct Mailbox {
 Mailbox g_boxes[2][kMaxParts * kMaxParts];
 // Per part: a push failed for want of memory (written by the part's worker).
 bool g_mail_failed[kMaxParts];
+// The most parts any collection used since the boxes were last shrunk: the boxes beyond the
+// current parts may hold memory too.
+int g_parts_used = 0;
 
 inline Mailbox& Box(int set, int from, int to) noexcept {
   return g_boxes[set][from * kMaxParts + to];
@@ -392,6 +404,27 @@ bool MailWaiting(int set, int parts) noexcept {
   return false;
 }
 
+// After marking by parts: the boxes that held less than a quarter of their memory (and more
+// than the smallest growth) give it back; the next growth maps it again.
+void ShrinkMailboxes(int parts) noexcept {
+  g_parts_used = std::max(g_parts_used, parts);
+  for (int set = 0; set < 2; ++set) {
+    for (int from = 0; from < g_parts_used; ++from) {
+      for (int to = 0; to < g_parts_used; ++to) {
+        Mailbox& box = Box(set, from, to);
+        MarkStack& s = box.stack;
+        if (s.data != nullptr && s.capacity > kMinStackEntries && s.capacity / 4 > box.peak) {
+          munmap(s.data, s.capacity * sizeof(Object*));
+          s.data = nullptr;
+          s.capacity = 0;
+        }
+        box.peak = 0;
+      }
+    }
+  }
+  g_parts_used = parts;
+}
+
 // Passes 1 and 2 by parts (see "Parts" above), `parts` of them over the workers.
 template <bool kYoung>
 void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
@@ -429,7 +462,7 @@ void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
       for (int from = 0; from < parts; ++from) {
         Mailbox& box = Box(0, from, to);
         for (std::size_t i = 0; i < box.size; ++i) AddScratch(box.stack.data[i]);
-        box.size = 0;
+        box.Emptied();
       }
     }
   });
@@ -459,10 +492,11 @@ void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
         for (int to = 0; to < parts; ++to) {
           Mailbox& box = Box(in, from, to);
           for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
-          box.size = 0;
+          box.Emptied();
         }
       }
       ws[0].marked += v.marked;
+      ShrinkMailboxes(parts);
       return;
     }
     ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
@@ -472,13 +506,14 @@ void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
         for (int from = 0; from < parts; ++from) {
           Mailbox& box = Box(in, from, part);
           for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
-          box.size = 0;
+          box.Emptied();
         }
         me.marked += v.marked;
       }
     });
   }
   ThrowIfMailFailed(parts);
+  ShrinkMailboxes(parts);
 }
 
 // Mark with one worker (serial) or several (by parts); see Mark below. With one worker,
@@ -578,12 +613,22 @@ MarkResult Mark(const PageList& pages, bool young, AcyclicWalk* acyclic_walk, in
     workers = std::max<int>(1, static_cast<int>(pages.size() / kMinPagesPerWorker));
   }
   MarkResult r;
-  if (young) {
-    r = workers > 1 ? MarkWith<true, true>(pages, workers, epoch, take, prepare, reuse)
-                    : MarkWith<false, true>(pages, 1, epoch, take, prepare, reuse);
-  } else {
-    r = workers > 1 ? MarkWith<true, false>(pages, workers, epoch, take, prepare, reuse)
-                    : MarkWith<false, false>(pages, 1, epoch, take, prepare, reuse);
+  bool serial = workers <= 1;
+  if (!serial) {
+    // By parts, the counting pass mails every reference that crosses parts: about half of
+    // them with two workers and random links, which one worker does not need memory for. When
+    // that memory (or a stack) cannot be had, the marks are undone and one worker tries.
+    try {
+      r = young ? MarkWith<true, true>(pages, workers, epoch, take, prepare, reuse)
+                : MarkWith<true, false>(pages, workers, epoch, take, prepare, reuse);
+    } catch (const std::bad_alloc&) {
+      ResetScratch(pages, young, epoch);
+      serial = true;
+    }
+  }
+  if (serial) {
+    r = young ? MarkWith<false, true>(pages, 1, epoch, take, prepare, reuse)
+              : MarkWith<false, false>(pages, 1, epoch, take, prepare, reuse);
   }
   if (acyclic) {  // BRC_DEBUG only
     BRC_CHECK(r.garbage.empty(), "the acyclic check passed a heap that holds garbage");

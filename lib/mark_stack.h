@@ -27,6 +27,9 @@ namespace brc::detail {
 // (brc::testing::LimitMarkStacksForTesting; 0: no limit). Written with the collection lock.
 extern std::size_t g_stack_limit;
 
+// The smallest growth of a stack, in entries.
+inline constexpr std::size_t kMinStackEntries = std::size_t{1} << 16;
+
 // A stack of object pointers (memory from mmap; see above).
 struct MarkStack {
   Object** data = nullptr;
@@ -35,7 +38,7 @@ struct MarkStack {
   // Doubles the capacity (at least 64 Ki entries), keeping the first `used` entries. False
   // when the memory cannot be had.
   bool Grow(std::size_t used) noexcept {
-    std::size_t cap = std::max<std::size_t>(std::size_t{1} << 16, 2 * capacity);
+    std::size_t cap = std::max<std::size_t>(kMinStackEntries, 2 * capacity);
     if (BRC_UNLIKELY(g_stack_limit != 0 && cap > g_stack_limit)) return false;
     void* mem = mmap(nullptr, cap * sizeof(Object*), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -6,8 +6,9 @@
 //    and owners intact afterwards, with 2, 3 and 4 workers, young and full collections;
 //  * a chain that crosses parts at every link (one round per crossing, far past the round
 //    limit) is marked to its end, and collected whole once it is garbage;
-//  * running out of memory for mail or stacks fails the collection and leaves every object as
-//    it was: the next collection finds exactly the garbage.
+//  * running out of memory for mail falls back to one worker, which needs none; running out
+//    for stacks too fails the collection and leaves every object as it was: the next
+//    collection finds exactly the garbage.
 // Re-entrancy: marking runs nothing but Trace; its memory (stacks, mailboxes) is mmap'd, and
 // the mark-stack cap reaches the mailboxes too.
 #include <algorithm>
@@ -207,5 +208,44 @@ TEST_CASE("Marking by parts that runs out of memory for mail or stacks leaves ev
     }
     Must(brc::Collect());
     CHECK(destroyed.load() == 60'000);
+  }
+}
+
+TEST_CASE("Marking by parts that cannot mail falls back to one worker, which marks exactly",
+          "[collector][parallel][robust]") {
+  brc::ThreadScope attach;
+  Manual manual;
+  for (bool young : {true, false}) {
+    INFO("young " << young);
+    Workers w(2);
+    Must(brc::Collect());
+    std::atomic<int> destroyed{0};
+    {
+      // 300,000 nodes in one chain in a random order: about half of the links cross the two
+      // parts, some 75,000 each way, more than a mailbox may hold under the cap below (64 Ki
+      // entries), while one worker's depth-first marking of a chain needs a stack of one or two.
+      std::vector<brc::Ref<PNode>> nodes;
+      for (int i = 0; i < 300'000; ++i) nodes.push_back(brc::Make<PNode>(&destroyed));
+      std::mt19937 rng(7);
+      std::shuffle(nodes.begin(), nodes.end(), rng);
+      for (std::size_t i = 0; i + 1 < nodes.size(); ++i) nodes[i]->a = nodes[i + 1];
+      nodes.back()->a = nodes.front();  // a ring: garbage once the head goes
+      brc::Ref<PNode> head = nodes.front();
+      nodes.clear();
+      brc::testing::LimitMarkStacksForTesting(std::size_t{1} << 16);
+      absl::StatusOr<brc::CollectResult> r = young ? brc::CollectYoung() : brc::Collect();
+      brc::testing::LimitMarkStacksForTesting(0);
+      REQUIRE(r.ok());
+      CHECK(r->scanned == 300'000);
+      CHECK(r->collected == 0);
+      CHECK(brc::testing::LastMarkRoundsForTesting() == 1);  // one worker marked
+      CHECK(destroyed.load() == 0);
+      CHECK(Must(brc::CollectYoung()).scanned == 0);  // old now, intact
+      head = nullptr;
+    }
+    // Without the cap, by parts again: the ring is found whole.
+    brc::CollectResult r = Must(brc::Collect());
+    CHECK(r.collected == 300'000);
+    CHECK(destroyed.load() == 300'000);
   }
 }

@@ -33,9 +33,10 @@
 // Who writes gc_bits_ and gc_epoch_ (relaxed loads and stores: never two writers at once):
 //  * tracked: the constructing thread at the end of Make (TrackConstructed); cleared first
 //    thing by Dealloc (count zero: nobody else holds the object).
-//  * was young, on path, garbage, finalized, frozen, the epoch: the collector while the world is stopped (parallel
-//    marking workers claim the epoch with a CAS among themselves), and the collector clearing
-//    garbage after the restart while it holds a reference to the object.
+//  * was young, on path, garbage, finalized, frozen, the epoch: the collector while the world
+//    is stopped (with several marking workers, only the worker holding the object's part of
+//    the heap: lib/collector_mark.cc, "Parts"), and the collector clearing garbage after the
+//    restart while it holds a reference to the object.
 //  * the freeing thread zeroes both when the block goes back to its page, so a walk of the page
 //    with the world stopped skips free blocks.
 #ifndef BRC_DETAIL_GC_WORD_H_
