@@ -27,38 +27,8 @@ namespace {
 using brc_test::Manual;
 using brc_test::Must;
 
-struct PNode : brc::Object {
-  static constexpr std::string_view kTypeName = "PNode";
-  explicit PNode(std::atomic<int>* destroyed) : destroyed(destroyed) {}
-  ~PNode() { destroyed->fetch_add(1, std::memory_order_relaxed); }
-  void Trace(brc::Visitor& v) const {
-    v.Visit(a);
-    v.Visit(b);
-  }
-  void Clear() {
-    cleared = true;
-    a = nullptr;
-    b = nullptr;
-  }
-  std::atomic<int>* destroyed;
-  brc::Ref<PNode> a;
-  brc::Ref<PNode> b;
-  bool cleared = false;
-};
-
-// Sets the marking workers for one test and puts the configuration back.
-class Workers {
- public:
-  explicit Workers(int n) : saved_(brc::GetCollectorConfig()) {
-    brc::CollectorConfig c = saved_;
-    c.workers = n;
-    REQUIRE(brc::SetCollectorConfig(c).ok());
-  }
-  ~Workers() { (void)brc::SetCollectorConfig(saved_); }
-
- private:
-  brc::CollectorConfig saved_;
-};
+using PNode = brc_test::PairNode;
+using Workers = brc_test::MarkingWorkers;
 
 // 60,000 nodes (about 40 pages: enough for several parts), a fifth of them garbage, linked at
 // random so that most references cross parts: the live ones in one chain in a random order

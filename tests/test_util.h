@@ -51,6 +51,45 @@ struct Sized : brc::Object {
   unsigned char bytes[N - sizeof(brc::Object) - sizeof(void*)];
 };
 
+// A tracked node with two references that counts its destructions and notes its Clear(): the
+// collector's tests build graphs, rings and chains of them.
+struct PairNode : brc::Object {
+  static constexpr std::string_view kTypeName = "brc_test::PairNode";
+  explicit PairNode(std::atomic<int>* destroyed = nullptr) : destroyed(destroyed) {}
+  ~PairNode() {
+    if (destroyed != nullptr) destroyed->fetch_add(1, std::memory_order_relaxed);
+  }
+  void Trace(brc::Visitor& v) const {
+    v.Visit(a);
+    v.Visit(b);
+  }
+  void Clear() {
+    cleared = true;
+    a = nullptr;
+    b = nullptr;
+  }
+  std::atomic<int>* destroyed;
+  brc::Ref<PairNode> a;
+  brc::Ref<PairNode> b;
+  bool cleared = false;
+};
+
+// Sets the collector's marking workers for a scope and puts the configuration back.
+class MarkingWorkers {
+ public:
+  explicit MarkingWorkers(int n) : saved_(brc::GetCollectorConfig()) {
+    brc::CollectorConfig c = saved_;
+    c.workers = n;
+    REQUIRE(brc::SetCollectorConfig(c).ok());
+  }
+  ~MarkingWorkers() { (void)brc::SetCollectorConfig(saved_); }
+  MarkingWorkers(const MarkingWorkers&) = delete;
+  MarkingWorkers& operator=(const MarkingWorkers&) = delete;
+
+ private:
+  brc::CollectorConfig saved_;
+};
+
 // A container: holds references to other objects.
 struct Node : brc::Object {
   static constexpr std::string_view kTypeName = "brc_test::Node";

@@ -21,26 +21,7 @@
 
 namespace {
 
-struct YNode : brc::Object {
-  static constexpr std::string_view kTypeName = "YNode";
-  explicit YNode(std::atomic<int>* destroyed = nullptr) : destroyed(destroyed) {}
-  ~YNode() {
-    if (destroyed != nullptr) destroyed->fetch_add(1, std::memory_order_relaxed);
-  }
-  void Trace(brc::Visitor& v) const {
-    v.Visit(a);
-    v.Visit(b);
-  }
-  void Clear() {
-    cleared = true;
-    a = nullptr;
-    b = nullptr;
-  }
-  std::atomic<int>* destroyed;
-  bool cleared = false;
-  brc::Ref<YNode> a;
-  brc::Ref<YNode> b;
-};
+using YNode = brc_test::PairNode;
 
 using brc_test::Manual;
 using brc_test::Must;
