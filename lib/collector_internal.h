@@ -4,9 +4,11 @@
 //
 //   collector_schedule.cc   when to collect and which kind (young or full), configuration,
 //                           statistics, collection callbacks, error reports, nesting rules
-//   collector_mark.cc       with the world stopped: which pages to examine, counting internal
-//                           references, marking from the roots, the garbage list, promotion,
-//                           merging parked owners' queues, the resurrection check
+//   collector_pages.cc      with the world stopped, first: which pages to examine, merging
+//                           parked owners' queues; after marking, emptying the young lists
+//   collector_mark.cc       with the world stopped: counting internal references, marking
+//                           from the roots (by parts with several workers), the garbage list,
+//                           promotion, the resurrection check
 //   collector_acyclic.cc    with the world stopped, before counting: the acyclic check, one
 //                           walk that proves a cycle-free set holds no garbage
 //   mark_stack.h            the stacks of marking and of the acyclic check (mmap'd)

@@ -35,8 +35,6 @@
 #include "brc/thread.h"
 #include "collector_internal.h"
 #include "mark_stack.h"
-#include "merge_queue.h"
-#include "mutex.h"
 #include "no_destroy.h"
 #include "parallel.h"
 #include "thread_state.h"
@@ -425,6 +423,44 @@ void ShrinkMailboxes(int parts) noexcept {
   g_parts_used = parts;
 }
 
+// Marks from every reference in `box` (mail of the last round) and empties it.
+template <bool kByParts, bool kYoung>
+void MarkFromBox(MarkVisitor<kByParts, kYoung>& v, Mailbox& box) {
+  for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
+  box.Emptied();
+}
+
+// Pass 2 after round 0: round k marks from what round k - 1 mailed (set `in`), writing the
+// other set, until no mail is left; round kMaxRounds - 1 is the collecting thread's alone,
+// across parts, and mails nothing.
+template <bool kYoung>
+void MarkFromMail(int parts, uint32_t epoch, std::vector<WorkerState>& ws) {
+  auto n = static_cast<std::size_t>(parts);
+  int set = 0;
+  for (int round = 1; MailWaiting(set, parts); ++round) {
+    ThrowIfMailFailed(parts);
+    g_mark_rounds = round + 1;
+    int in = set;
+    set ^= 1;
+    if (round + 1 == kMaxRounds) {
+      MarkVisitor<false, kYoung> v(&ws[0].stack, epoch);
+      for (int from = 0; from < parts; ++from) {
+        for (int to = 0; to < parts; ++to) MarkFromBox(v, Box(in, from, to));
+      }
+      ws[0].marked += v.marked;
+      return;
+    }
+    ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
+      WorkerState& me = ws[static_cast<std::size_t>(worker)];
+      for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
+        MarkVisitor<true, kYoung> v(&me.stack, epoch, {part, parts, set});
+        for (int from = 0; from < parts; ++from) MarkFromBox(v, Box(in, from, part));
+        me.marked += v.marked;
+      }
+    });
+  }
+}
+
 // Passes 1 and 2 by parts (see "Parts" above), `parts` of them over the workers.
 template <bool kYoung>
 void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
@@ -466,8 +502,8 @@ void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
       }
     }
   });
-  // Pass 2, round 0: each part settles its candidates and marks from its roots; round k marks
-  // from what round k - 1 mailed, writing the other set.
+  // Pass 2, round 0: each part settles its candidates and marks from its roots; then the
+  // rounds that mark from mail.
   ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
     WorkerState& me = ws[static_cast<std::size_t>(worker)];
     for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
@@ -479,39 +515,7 @@ void CountAndMarkByParts(const PageList& pages, int parts, uint32_t epoch,
       me.marked += v.marked;
     }
   });
-  int set = 0;
-  for (int round = 1; MailWaiting(set, parts); ++round) {
-    ThrowIfMailFailed(parts);
-    g_mark_rounds = round + 1;
-    int in = set;
-    set ^= 1;
-    if (round + 1 == kMaxRounds) {
-      // The collecting thread alone, across parts: no other writer is left.
-      MarkVisitor<false, kYoung> v(&ws[0].stack, epoch);
-      for (int from = 0; from < parts; ++from) {
-        for (int to = 0; to < parts; ++to) {
-          Mailbox& box = Box(in, from, to);
-          for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
-          box.Emptied();
-        }
-      }
-      ws[0].marked += v.marked;
-      ShrinkMailboxes(parts);
-      return;
-    }
-    ParallelFor(parts, n, 1, [&](std::size_t b, std::size_t e, int worker) {
-      WorkerState& me = ws[static_cast<std::size_t>(worker)];
-      for (auto part = static_cast<int>(b); part < static_cast<int>(e); ++part) {
-        MarkVisitor<true, kYoung> v(&me.stack, epoch, {part, parts, set});
-        for (int from = 0; from < parts; ++from) {
-          Mailbox& box = Box(in, from, part);
-          for (std::size_t i = 0; i < box.size; ++i) v.MarkFromIfUnmarked(box.stack.data[i]);
-          box.Emptied();
-        }
-        me.marked += v.marked;
-      }
-    });
-  }
+  MarkFromMail<kYoung>(parts, epoch, ws);
   ThrowIfMailFailed(parts);
   ShrinkMailboxes(parts);
 }
@@ -689,81 +693,6 @@ uint32_t NextEpoch() noexcept {
   });
   g_epoch = kGcEpochFirst;
   return g_epoch;
-}
-
-PageList CollectPages() {
-  PageList pages;
-  ForEachThreadState([&](ThreadState* ts) {
-    // A thread that has exited keeps no empty pages (its id may never be used again).
-    bool exited;
-    {
-      MutexLock lock(&ts->mu);
-      exited = ts->status == ThreadStatus::kExited;
-    }
-    SweepHeap(ts->heap, exited);
-    SweepHeap(ts->leaf_heap, exited);
-    ForEachPage(ts->heap, [&](GcPage* p) { pages.push_back(p); });
-  });
-  return pages;
-}
-
-PageList YoungPages() {
-  PageList pages;
-  std::size_t n = 0;
-  ForEachThreadState([&](ThreadState* ts) { n += ts->heap.young_pages; });
-  pages.reserve(n);
-  ForEachThreadState([&](ThreadState* ts) {
-    ForEachYoungPage(ts->heap, [&](GcPage* p) { pages.push_back(p); });
-  });
-  return pages;
-}
-
-uint64_t CountHeapPages() noexcept {
-  uint64_t n = 0;
-  ForEachThreadState([&](ThreadState* ts) { n += ts->heap.pages; });
-  return n;
-}
-
-void ClearYoungLists() noexcept {
-  ForEachThreadState([](ThreadState* ts) { ClearYoungList(ts->heap); });
-}
-
-// Merging on behalf of parked owners: an owner parked by an earlier stop stays parked across
-// back-to-back stops and drains nothing meanwhile. Without this, garbage that the last
-// collection queued to such an owner (its final decrement) would still look like a member of
-// a garbage cycle, and the next collection would clear and count it again. Merging on an
-// owner's behalf is allowed while the world is stopped (the owner is parked and does not touch
-// its half). An object whose count reaches zero keeps one reference, appended to `dead`. If
-// `dead` cannot be reserved the queues stay as they are (those objects read as count zero and
-// are roots, see MarkWith). No other allocation.
-void MergeParkedQueues(ThreadState* self, ObjectList* dead) noexcept {
-  std::size_t total = 0;
-  ForEachThreadState([&](ThreadState* ts) {
-    if (ts == self) return;
-    MutexLock lock(&ts->mu);
-    total += ts->queue.size();
-  });
-  if (total == 0) return;
-  try {
-    dead->reserve(total);
-  } catch (const std::bad_alloc&) {
-    return;
-  }
-  ForEachThreadState([&](ThreadState* ts) {
-    if (ts == self) return;
-    MutexLock lock(&ts->mu);
-    for (Object* ob : ts->queue) {
-      if (!Rc::ExplicitMerge(ob, -1)) continue;
-      // Count zero, unowned: restore one reference for `dead`, marked dead so that no Lock()
-      // revives it meanwhile. Relaxed: the world is stopped; the restart publishes both.
-      Rc::flags(ob).fetch_or(kFlagDead, std::memory_order_relaxed);
-      Rc::shared(ob).store(kSharedOne | kStateMerged, std::memory_order_relaxed);
-      dead->push_back(ob);
-    }
-    ts->queue.clear();
-    // Relaxed: as in DrainQueue; cleared under mu.
-    ts->pending.fetch_and(~kPendingMerge, std::memory_order_relaxed);
-  });
 }
 
 // ---- resurrection check, over the garbage set only ----

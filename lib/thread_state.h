@@ -158,18 +158,17 @@ inline constexpr uint32_t kPendingStop = 1u << 1;  // a stop waits for this thre
 // nominated objects. Set by the thread itself or by another thread handing a due pass over
 // (fetch_or); cleared by the thread itself.
 inline constexpr uint32_t kPendingPerThread = 1u << 2;
-// Heap work (lib/gc_heap.h, ReclaimAtSafepoint): dirty pages, large pages freed by others, a
-// cache to decay, exited threads' pages to clean. Set by any thread (fetch_or); cleared by the
-// thread itself.
+// Heap work (lib/gc_heap.h, ReclaimAtSafepoint): dirty pages, large pages freed by others,
+// exited threads' pages to clean. Set by any thread (fetch_or); cleared by the thread itself.
 inline constexpr uint32_t kPendingReclaim = 1u << 3;
+// Entries wait in this thread's hand-off buffers (lib/handoff.cc). Set and cleared by the
+// thread itself (fetch_or / fetch_and: other threads set other bits of the word meanwhile).
+inline constexpr uint32_t kPendingHandoff = 1u << 4;
 // A cache of empty pages above kDecayKeepPages may decay (lib/gc_heap.h, "Cache decay"). Set
 // by the thread that puts the page in the cache (fetch_or); cleared by the thread itself. Apart
 // from kPendingReclaim so that a safepoint can tell "nothing but a decay waits" from the bits
 // alone (DecayLookCanWait).
 inline constexpr uint32_t kPendingDecay = 1u << 5;
-// Entries wait in this thread's hand-off buffers (lib/handoff.cc). Set and cleared by the
-// thread itself (fetch_or / fetch_and: other threads set other bits of the word meanwhile).
-inline constexpr uint32_t kPendingHandoff = 1u << 4;
 
 // The stop-the-world state shared by the requester (lib/stop_the_world.cc) and every thread
 // changing status (lib/merge_queue.cc). Lock order: registry lock -> ThreadState::mu -> mu.
